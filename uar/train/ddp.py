@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, DistributedSampler
 
 
@@ -110,6 +112,19 @@ def all_reduce_mean(values: dict[str, float], info: DistInfo) -> dict[str, float
     dist.all_reduce(t)
     t /= info.world_size
     return dict(zip(keys, t.tolist(), strict=True))
+
+
+def wrap_model(model: nn.Module, info: DistInfo) -> nn.Module:
+    """DDP wrapper under torchrun, the model itself in a single process.
+
+    Wrapping broadcasts rank 0's parameters and buffers to every rank. ``find_unused_parameters``
+    is on because which parameters take part depends on the stage and the ablation switches
+    (e.g. the TIR mask is idle in stage 1).
+    """
+    if not info.distributed:
+        return model
+    device_ids = [info.device.index] if info.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
 
 
 class ResumableSampler(DistributedSampler):

@@ -36,7 +36,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
@@ -51,6 +50,7 @@ from uar.train.ddp import (
     cleanup_distributed,
     gather_objects,
     init_distributed,
+    wrap_model,
 )
 from uar.train.resume import rng_state, seed_everything, set_rng_state
 from uar.train.runlog import RunLogger
@@ -374,7 +374,7 @@ class _Trainer:
                 scheduler.load_state_dict(resume_state["scheduler"])
                 set_rng_state(resume_state["rng"][info.rank])
                 resume_state = None
-            ddp_model = self._wrap(self.model)
+            ddp_model = wrap_model(self.model, info)
             while prog.epoch < n_epochs:
                 stopped = self._epoch(ddp_model, optimizer, scheduler, stage, n_epochs)
                 if stopped:
@@ -391,13 +391,6 @@ class _Trainer:
                 prog.best_epoch,
                 self.best_path,
             )
-
-    def _wrap(self, model: nn.Module) -> nn.Module:
-        """DDP wrapper under torchrun (broadcasts rank 0's weights), the model itself otherwise."""
-        if not self.info.distributed:
-            return model
-        device_ids = [self.info.device.index] if self.info.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
 
     def _loader(self, stage: int, epoch: int) -> DataLoader:
         cfg, prog = self.train_cfg, self.progress_state
