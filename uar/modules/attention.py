@@ -1,0 +1,83 @@
+"""Multi-head attention with an optional additive logit bias (TIR) and reusable keys/values.
+
+The logits are ``(Q K^T + bias) / sqrt(d_k)`` (uar-paper.md §2.4: the TIR mask is added *before*
+the division by the per-head width ``d_k``), followed by a full softmax over the keys. Keys and
+values are projected separately from the queries so that callers can keep them: the decoder's
+key/value cache (:mod:`uar.modules.transformer`) appends one step at a time, and the projected
+memory / CRA basis are computed once per generation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class MultiHeadAttention(nn.Module):
+    """Scaled dot-product attention with ``n_heads`` heads and separate Q/K/V/output linears.
+
+    Keys and values can be projected once with :meth:`project_kv` and reused (the cross-attention
+    memory during decoding, the CRA basis); :meth:`attend` then only projects the queries.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+        self.n_heads = n_heads
+        self.d_k = d_model // n_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def split_heads(self, x: Tensor) -> Tensor:
+        """(B, N, d) -> (B, H, N, d_k)."""
+        b, n, _ = x.shape
+        return x.view(b, n, self.n_heads, self.d_k).transpose(1, 2)
+
+    def project_q(self, x: Tensor) -> Tensor:
+        """Queries (B, N, d) -> (B, H, N, d_k)."""
+        return self.split_heads(self.q_proj(x))
+
+    def project_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values of ``x`` (B, S, d), each (B, H, S, d_k)."""
+        return self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x))
+
+    def attend_heads(
+        self, q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None = None, bias: Tensor | None = None
+    ) -> Tensor:
+        """Attention of projected queries over projected keys/values, merged and output-projected.
+
+        Args:
+            q: (B, H, N, d_k); k, v: (B or 1, H, S, d_k).
+            mask: bool, broadcastable to (B, H, N, S); True = may attend.
+            bias: additive logits broadcastable to (B, H, N, S), added before the 1/sqrt(d_k) scale.
+
+        Returns:
+            (B, N, d).
+        """
+        attn_mask: Tensor | None = None
+        if bias is not None:
+            attn_mask = bias / math.sqrt(self.d_k)
+        if mask is not None:
+            fill = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, -math.inf)
+            attn_mask = fill if attn_mask is None else attn_mask + fill
+        if k.shape[0] != q.shape[0]:
+            k = k.expand(q.shape[0], -1, -1, -1)
+            v = v.expand(q.shape[0], -1, -1, -1)
+        p = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)  # (B, H, N, d_k)
+        b, _, n, _ = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, self.n_heads * self.d_k))
+
+    def forward(
+        self, x: Tensor, kv: Tensor, *, mask: Tensor | None = None, bias: Tensor | None = None
+    ) -> Tensor:
+        """Attention of ``x`` (B, N, d) over ``kv`` (B, S, d) -> (B, N, d)."""
+        k, v = self.project_kv(kv)
+        return self.attend_heads(self.project_q(x), k, v, mask=mask, bias=bias)

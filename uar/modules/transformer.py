@@ -1,0 +1,172 @@
+"""The 3-layer Transformer encoder-decoder of UAR (uar-paper.md §2.1, §2.5).
+
+Pre-LN residual blocks with a final LayerNorm, as in R2GenCMN (``x + dropout(sublayer(norm(x)))``).
+The decoder's cross-attention takes the TIR bias. Decoding one step at a time uses a
+:class:`KVCache`: the self-attention keys/values of past steps are kept in a preallocated buffer and
+the memory's cross-attention keys/values are projected once (:meth:`Decoder.memory_kv`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from uar.modules.attention import MultiHeadAttention
+
+
+class FeedForward(nn.Module):
+    """Position-wise Linear(d, d_ff) -> ReLU -> dropout -> Linear(d_ff, d)."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(d_model, d_ff), nn.ReLU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(..., d) -> (..., d)."""
+        return self.net(x)
+
+
+class EncoderLayer(nn.Module):
+    """Self-attention and feed-forward, each ``x + dropout(f(LayerNorm(x)))``."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model)
+        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.ff = FeedForward(d_model, d_ff, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, L, d) -> (B, L, d)."""
+        h = self.norm1(x)
+        x = x + self.drop(self.self_attn(h, h))
+        return x + self.drop(self.ff(self.norm2(x)))
+
+
+class Encoder(nn.Module):
+    """A stack of :class:`EncoderLayer` and a final LayerNorm: (B, L, d) -> (B, L, d)."""
+
+    def __init__(self, n_layers: int, d_model: int, n_heads: int, d_ff: int, dropout: float) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(EncoderLayer(d_model, n_heads, d_ff, dropout) for _ in range(n_layers))
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, L, d) -> (B, L, d)."""
+        for layer in self.layers:
+            x = layer(x)
+        return self.norm(x)
+
+
+class KVCache:
+    """Self-attention keys/values of every decoder layer for up to ``max_len`` steps.
+
+    ``kv`` is one preallocated tensor (n_layers, 2, B, H, max_len, d_k); step ``t`` writes column
+    ``t``. :meth:`reorder` (beam search) gathers rows into a second buffer and swaps the two, so no
+    memory is allocated per step.
+    """
+
+    def __init__(
+        self, n_layers: int, batch: int, n_heads: int, max_len: int, d_k: int, *, like: Tensor
+    ) -> None:
+        shape = (n_layers, 2, batch, n_heads, max_len, d_k)
+        self.kv = torch.zeros(shape, dtype=like.dtype, device=like.device)
+        self.spare = torch.empty_like(self.kv)
+        self.length = 0
+
+    def reorder(self, rows: Tensor) -> None:
+        """Keep batch rows ``rows`` (B,) (a row may appear several times), in that order."""
+        torch.index_select(self.kv, 2, rows, out=self.spare)
+        self.kv, self.spare = self.spare, self.kv
+
+
+class DecoderLayer(nn.Module):
+    """Masked self-attention, cross-attention over the memory (with the TIR bias), feed-forward."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model)
+        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout)
+        self.norm3 = nn.LayerNorm(d_model)
+        self.ff = FeedForward(d_model, d_ff, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(
+        self, x: Tensor, mem_kv: tuple[Tensor, Tensor], *, causal: Tensor, cross_bias: Tensor | None
+    ) -> Tensor:
+        """Whole sequence: x (B, T, d), projected memory (B, H, L, d_k) x2, causal (T, T) bool,
+        cross_bias (T, L) or None -> (B, T, d)."""
+        h = self.norm1(x)
+        x = x + self.drop(self.self_attn(h, h, mask=causal))
+        q = self.cross_attn.project_q(self.norm2(x))
+        x = x + self.drop(self.cross_attn.attend_heads(q, *mem_kv, bias=cross_bias))
+        return x + self.drop(self.ff(self.norm3(x)))
+
+    def step(
+        self,
+        x: Tensor,
+        cache: KVCache,
+        layer: int,
+        mem_kv: tuple[Tensor, Tensor],
+        cross_bias: Tensor | None,
+    ) -> Tensor:
+        """One decoding step: x (B, 1, d) at position ``cache.length`` -> (B, 1, d)."""
+        t = cache.length
+        h = self.norm1(x)
+        q = self.self_attn.project_q(h)  # (B, H, 1, d_k)
+        k, v = self.self_attn.project_kv(h)  # (B, H, 1, d_k) each
+        cache.kv[layer, 0, :, :, t] = k[:, :, 0]
+        cache.kv[layer, 1, :, :, t] = v[:, :, 0]
+        past_k = cache.kv[layer, 0, :, :, : t + 1]  # (B, H, t+1, d_k)
+        past_v = cache.kv[layer, 1, :, :, : t + 1]
+        x = x + self.drop(self.self_attn.attend_heads(q, past_k, past_v))
+        q = self.cross_attn.project_q(self.norm2(x))
+        x = x + self.drop(self.cross_attn.attend_heads(q, *mem_kv, bias=cross_bias))
+        return x + self.drop(self.ff(self.norm3(x)))
+
+
+class Decoder(nn.Module):
+    """A stack of :class:`DecoderLayer` and a final LayerNorm."""
+
+    def __init__(self, n_layers: int, d_model: int, n_heads: int, d_ff: int, dropout: float) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.layers = nn.ModuleList(DecoderLayer(d_model, n_heads, d_ff, dropout) for _ in range(n_layers))
+        self.norm = nn.LayerNorm(d_model)
+
+    def memory_kv(self, memory: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Cross-attention keys/values of the encoder output (B, L, d), per layer (B, H, L, d_k) x2."""
+        return [layer.cross_attn.project_kv(memory) for layer in self.layers]
+
+    def forward(self, x: Tensor, memory: Tensor, cross_bias: Tensor | None = None) -> Tensor:
+        """Teacher-forced / uncached: x (B, T, d), memory (B, L, d), cross_bias (T, L) -> (B, T, d)."""
+        t = x.shape[1]
+        causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()  # (T, T)
+        for layer, mem_kv in zip(self.layers, self.memory_kv(memory), strict=True):
+            x = layer(x, mem_kv, causal=causal, cross_bias=cross_bias)
+        return self.norm(x)
+
+    def new_cache(self, batch: int, max_len: int, like: Tensor) -> KVCache:
+        """An empty :class:`KVCache` for ``batch`` rows and ``max_len`` steps."""
+        layer = self.layers[0].self_attn
+        return KVCache(len(self.layers), batch, self.n_heads, max_len, layer.d_k, like=like)
+
+    def step(
+        self,
+        x: Tensor,
+        cache: KVCache,
+        mem_kv: list[tuple[Tensor, Tensor]],
+        cross_bias: Tensor | None = None,
+    ) -> Tensor:
+        """Cached step: x (B, 1, d) at position ``cache.length``, cross_bias (1, L) -> (B, 1, d)."""
+        if cache.length >= cache.kv.shape[4]:
+            raise ValueError(f"KV cache is full ({cache.kv.shape[4]} steps)")
+        for i, (layer, kv) in enumerate(zip(self.layers, mem_kv, strict=True)):
+            x = layer.step(x, cache, i, kv, cross_bias)
+        cache.length += 1
+        return self.norm(x)
