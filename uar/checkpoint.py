@@ -1,0 +1,195 @@
+"""The UAR checkpoint: one ``.safetensors`` file with everything inference needs.
+
+Tensors: ``model.*`` (the :class:`uar.model.UAR` state dict) and ``visual_tokenizer.*`` (the frozen
+:class:`uar.visual.vqvae.VisualTokenizer`, absent for the Base CNN model). Metadata (JSON strings):
+
+=========================  ===============================================================
+``format_version``         ``"1"``; files from a newer format are refused with a clear error
+``uar_config``             :meth:`uar.config.UARConfig.to_dict`
+``text_tokenizer``         :meth:`uar.text.tokenizer.TextTokenizer.to_dict`
+``visual_tokenizer_config`` ``VQConfig`` fields, or ``null`` for Base
+``model_name``             e.g. ``"uar-iu-xray"``
+``model_version``          e.g. ``"0.1.0"``
+``train_config``           :meth:`uar.config.TrainConfig.to_dict` or ``null``
+``metrics``                e.g. validation / test scores, ``{}`` when none
+=========================  ===============================================================
+
+``dtype=torch.float16`` stores the model's floating tensors in half precision (half the file size);
+they are loaded back as float32. The visual tokenizer always stays float32 so its token ids do not
+change. Training-resume state (optimizer, scheduler, RNG) is not part of this file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from uar.config import TrainConfig, UARConfig
+from uar.model import UAR
+from uar.text.tokenizer import TextTokenizer
+from uar.visual.vqvae import VisualTokenizer, VQConfig
+
+FORMAT_VERSION = 1
+MODEL_PREFIX = "model."
+VISUAL_PREFIX = "visual_tokenizer."
+METADATA_KEYS = (
+    "format_version",
+    "uar_config",
+    "text_tokenizer",
+    "visual_tokenizer_config",
+    "model_name",
+    "model_version",
+    "train_config",
+    "metrics",
+)
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint; ``model`` and ``visual_tokenizer`` are in eval mode, on the CPU."""
+
+    cfg: UARConfig
+    model: UAR
+    text_tokenizer: TextTokenizer
+    visual_tokenizer: VisualTokenizer | None
+    meta: dict[str, Any]  # model_name, model_version, train_config, metrics, format_version
+
+
+def _tensors(module: torch.nn.Module, prefix: str, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for key, value in module.state_dict().items():
+        t = value.detach().cpu()
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
+        out[prefix + key] = t.contiguous().clone()
+    return out
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: UAR,
+    text_tok: TextTokenizer,
+    visual_tok: VisualTokenizer | None,
+    *,
+    name: str,
+    version: str,
+    train_cfg: TrainConfig | None = None,
+    metrics: dict[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Write ``model`` (+ tokenizers) to the single safetensors file ``path``; returns the path.
+
+    ``visual_tok`` is required for LSU models and must be None for the Base CNN model. ``dtype``
+    (e.g. ``torch.float16``) converts the model's floating tensors for storage.
+    """
+    cfg = model.cfg
+    if text_tok.vocab_size != cfg.vocab_size:
+        raise ValueError(f"text tokenizer has {text_tok.vocab_size} ids but the model {cfg.vocab_size}")
+    if cfg.visual_encoder == "lsu" and visual_tok is None:
+        raise ValueError("an LSU model needs its visual tokenizer in the checkpoint")
+    if cfg.visual_encoder == "cnn" and visual_tok is not None:
+        raise ValueError("a CNN (Base) model takes images, not a visual tokenizer")
+    tensors = _tensors(model, MODEL_PREFIX, dtype)
+    vq_cfg = None
+    if visual_tok is not None:
+        if visual_tok.config.codebook_size != cfg.visual_vocab_size:
+            raise ValueError(
+                f"visual tokenizer has {visual_tok.config.codebook_size} codes, model {cfg.visual_vocab_size}"
+            )
+        tensors.update(_tensors(visual_tok, VISUAL_PREFIX, None))
+        vq_cfg = visual_tok.config.to_dict()
+    metadata = {
+        "format_version": str(FORMAT_VERSION),
+        "uar_config": json.dumps(cfg.to_dict()),
+        "text_tokenizer": json.dumps(text_tok.to_dict()),
+        "visual_tokenizer_config": json.dumps(vq_cfg),
+        "model_name": name,
+        "model_version": version,
+        "train_config": json.dumps(train_cfg.to_dict() if train_cfg is not None else None),
+        "metrics": json.dumps(metrics or {}),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(path)
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The raw metadata strings of a checkpoint, after checking its format version."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"{path} is not a safetensors checkpoint: {exc}") from exc
+    if "format_version" not in metadata:
+        raise ValueError(f"{path} is a safetensors file but not a UAR checkpoint (no format_version)")
+    try:
+        version = int(metadata["format_version"])
+    except ValueError as exc:
+        raise ValueError(f"{path}: bad format_version {metadata['format_version']!r}") from exc
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has checkpoint format {version}, newer than this uar supports ({FORMAT_VERSION});"
+            " upgrade uar-report-node"
+        )
+    if version < 1:
+        raise ValueError(f"{path}: unsupported checkpoint format {version}")
+    missing = [k for k in METADATA_KEYS if k not in metadata]
+    if missing:
+        raise ValueError(f"{path}: checkpoint metadata lacks {missing}")
+    return metadata
+
+
+def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {
+        k[len(prefix) :]: v.float() if v.is_floating_point() else v
+        for k, v in tensors.items()
+        if k.startswith(prefix)
+    }
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Load a checkpoint written by :func:`save_checkpoint` (model and tokenizers, eval mode, CPU).
+
+    Raises ``FileNotFoundError`` when ``path`` does not exist and ``ValueError`` when it is not a UAR
+    checkpoint, comes from a newer format, or its tensors do not match its configuration.
+    """
+    metadata = read_metadata(path)
+    cfg = UARConfig.from_dict(json.loads(metadata["uar_config"]))
+    text_tok = TextTokenizer.from_dict(json.loads(metadata["text_tokenizer"]))
+    tensors = load_file(str(path))
+    model = UAR(cfg)
+    try:
+        model.load_state_dict(_strip(tensors, MODEL_PREFIX))
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: model tensors do not match its uar_config: {exc}") from exc
+    model.eval()
+    visual_tok = None
+    vq = json.loads(metadata["visual_tokenizer_config"])
+    if vq is not None:
+        visual_tok = VisualTokenizer(VQConfig.from_dict(vq))
+        try:
+            visual_tok.load_state_dict(_strip(tensors, VISUAL_PREFIX))
+        except RuntimeError as exc:
+            raise ValueError(f"{path}: visual tokenizer tensors do not match its config: {exc}") from exc
+        visual_tok.eval()
+    train_cfg = json.loads(metadata["train_config"])
+    meta = {
+        "format_version": int(metadata["format_version"]),
+        "model_name": metadata["model_name"],
+        "model_version": metadata["model_version"],
+        "train_config": TrainConfig.from_dict(train_cfg) if train_cfg is not None else None,
+        "metrics": json.loads(metadata["metrics"]),
+    }
+    return Checkpoint(cfg, model, text_tok, visual_tok, meta)
