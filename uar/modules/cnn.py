@@ -36,6 +36,7 @@ FEATURE_CHANNELS = 112
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 BN_EPS = 1e-3  # EfficientNet's batch-norm epsilon
+BN_MOMENTUM = 0.01  # EfficientNet's running-statistics momentum (TF decay 0.99)
 
 
 def cnn_grid(image_size: int) -> int:
@@ -55,11 +56,11 @@ class MBConv(nn.Module):
         self.has_expand = expand != 1
         if self.has_expand:
             self._expand_conv = nn.Conv2d(c_in, mid, 1, bias=False)
-            self._bn0 = nn.BatchNorm2d(mid, eps=BN_EPS)
+            self._bn0 = nn.BatchNorm2d(mid, eps=BN_EPS, momentum=BN_MOMENTUM)
         self._depthwise_conv = nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False)
-        self._bn1 = nn.BatchNorm2d(mid, eps=BN_EPS)
+        self._bn1 = nn.BatchNorm2d(mid, eps=BN_EPS, momentum=BN_MOMENTUM)
         self._project_conv = nn.Conv2d(mid, c_out, 1, bias=False)
-        self._bn2 = nn.BatchNorm2d(c_out, eps=BN_EPS)
+        self._bn2 = nn.BatchNorm2d(c_out, eps=BN_EPS, momentum=BN_MOMENTUM)
         self.act = nn.ReLU6()
         self.residual = stride == 1 and c_in == c_out
 
@@ -77,7 +78,7 @@ class EfficientNetLite0Trunk(nn.Module):
     def __init__(self, pretrained: bool = True) -> None:
         super().__init__()
         self._conv_stem = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
-        self._bn0 = nn.BatchNorm2d(32, eps=BN_EPS)
+        self._bn0 = nn.BatchNorm2d(32, eps=BN_EPS, momentum=BN_MOMENTUM)
         self.act = nn.ReLU6()
         self._blocks = nn.ModuleList(MBConv(*spec) for spec in BLOCKS)
         if pretrained:
