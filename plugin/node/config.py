@@ -1,0 +1,194 @@
+"""Typed configuration of the DICOM node, read from a YAML file plus command-line overrides.
+
+Example ``node.yaml`` (every key is optional; see docs/node.md)::
+
+    ae_title: UARNODE
+    bind: 0.0.0.0
+    port: 11112
+    sources: [{ae_title: ORTHANC, host: 127.0.0.1}]
+    destinations: [{name: pacs, ae_title: ORTHANC, host: 127.0.0.1, port: 4242}]
+    storage_dir: /var/lib/uar-node
+    idle_timeout_s: 5
+    model_path: null
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# AE titles: up to 16 characters of the DICOM default repertoire, no backslash or control characters.
+_AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
+
+
+def check_ae_title(value: str, what: str) -> str:
+    """Return ``value`` stripped, or raise ``ValueError`` if it is not a valid AE title (PS3.5 AE VR)."""
+    title = str(value).strip()
+    if not _AE_RE.match(title):
+        raise ValueError(f"{what}: {value!r} is not a valid AE title (1-16 printable characters, no '\\')")
+    return title
+
+
+@dataclass(frozen=True)
+class Source:
+    """A calling AE allowed to send to the node (MIG "source"); ``host`` optionally pins its IP address."""
+
+    ae_title: str
+    host: str | None = None
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A C-STORE SCP that receives the node's SRs (MIG "destination")."""
+
+    name: str
+    ae_title: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """Optional DICOM TLS (PS3.15 Annex B): certificate and key; ``ca`` turns on peer-certificate checks."""
+
+    cert: str
+    key: str
+    ca: str | None = None
+
+    def server_context(self) -> ssl.SSLContext:
+        """``ssl.SSLContext`` for the storage SCP; requires client certificates when ``ca`` is set."""
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(self.cert, self.key)
+        if self.ca:
+            ctx.load_verify_locations(self.ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
+
+    def client_context(self) -> ssl.SSLContext:
+        """``ssl.SSLContext`` for exports (the node's certificate as client certificate, ``ca`` as trust)."""
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca)
+        ctx.check_hostname = False
+        ctx.load_cert_chain(self.cert, self.key)
+        return ctx
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything the node needs; times in seconds, sizes in MiB."""
+
+    ae_title: str = "UARNODE"
+    bind: str = "0.0.0.0"
+    port: int = 11112
+    require_called_aet: bool = True  # the association must name ``ae_title`` as called AE
+    sources: tuple[Source, ...] = ()  # calling-AE whitelist; empty accepts any calling AE
+    max_associations: int = 10
+    max_pdu: int = 0  # 0 = unlimited (fastest with pynetdicom)
+    tls: TLSConfig | None = None
+    storage_dir: str = "uar-node-data"
+    min_free_mb: int = 64  # refuse instances with 0xA700 below this much free disk
+    idle_timeout_s: float = 5.0  # a study is complete after this long without instances
+    workers: int = 1  # app worker processes, each loads the model once; 0 = store and queue only
+    study_timeout_s: float = 600.0  # a run longer than this is killed and counted as a failure
+    max_attempts: int = 3  # runs of one study before it moves to failed/
+    retry_delay_s: float = 2.0  # pause before retrying a failed run (times the attempt number)
+    model_path: str | None = None  # None = the embedded default model
+    app: dict[str, Any] | None = None  # plugin.settings.AppSettings keys (beam_size, write_pdf, ...)
+    destinations: tuple[Destination, ...] = ()
+    export_calling_ae: str | None = None  # calling AE for exports; None = ``ae_title``
+    export_deadline_s: float = 86400.0  # give up on a delivery after this long
+    export_backoff_s: float = 1.0  # first retry delay, doubled per attempt
+    export_backoff_max_s: float = 60.0
+    export_timeout_s: float = 30.0  # connection / DIMSE timeout of export associations
+    metrics_bind: str = "127.0.0.1"
+    metrics_port: int = 0  # 0 = no metrics HTTP server
+    log_format: str = "json"  # "json" or "kv"
+    shutdown_grace_s: float = 30.0  # on SIGTERM, wait this long for running studies
+
+    def __post_init__(self) -> None:
+        check_ae_title(self.ae_title, "ae_title")
+        if self.export_calling_ae is not None:
+            check_ae_title(self.export_calling_ae, "export_calling_ae")
+        for s in self.sources:
+            check_ae_title(s.ae_title, "sources[].ae_title")
+        names = [d.name for d in self.destinations]
+        if len(set(names)) != len(names):
+            raise ValueError(f"destination names must be unique, got {names}")
+        for d in self.destinations:
+            check_ae_title(d.ae_title, f"destinations[{d.name}].ae_title")
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", d.name):
+                raise ValueError(f"destination name {d.name!r}: use letters, digits, '_', '-', '.'")
+        if not 0 <= self.port < 65536 or not 0 <= self.metrics_port < 65536:
+            raise ValueError("port and metrics_port must be in 0..65535")
+        if self.idle_timeout_s < 0 or self.study_timeout_s <= 0 or self.export_deadline_s <= 0:
+            raise ValueError("idle_timeout_s must be >= 0, study_timeout_s and export_deadline_s > 0")
+        if self.workers < 0 or self.max_attempts < 1 or self.max_associations < 1:
+            raise ValueError("workers must be >= 0, max_attempts and max_associations >= 1")
+        if self.log_format not in ("json", "kv"):
+            raise ValueError(f"log_format must be 'json' or 'kv', got {self.log_format!r}")
+
+    @property
+    def storage(self) -> Path:
+        """``storage_dir`` as a ``Path``."""
+        return Path(self.storage_dir)
+
+    @property
+    def scu_ae_title(self) -> str:
+        """Calling AE title of export associations."""
+        return self.export_calling_ae or self.ae_title
+
+
+def _from_mapping(data: dict[str, Any]) -> dict[str, Any]:
+    """Turn plain YAML values into the nested dataclasses of :class:`NodeConfig`."""
+    known = {f.name for f in fields(NodeConfig)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"unknown node config keys: {sorted(unknown)}")
+    out = dict(data)
+    if "sources" in out:
+        out["sources"] = tuple(
+            Source(ae_title=s) if isinstance(s, str) else Source(**s) for s in out["sources"] or ()
+        )
+    if "destinations" in out:
+        out["destinations"] = tuple(Destination(**d) for d in out["destinations"] or ())
+    if out.get("tls") is not None:
+        out["tls"] = TLSConfig(**out["tls"])
+    return out
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> NodeConfig:
+    """Read ``path`` (YAML mapping, may be None) and apply ``overrides`` (``None`` values are ignored)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        text = Path(path).read_text(encoding="utf-8")
+        loaded = yaml.safe_load(text) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: the node config must be a YAML mapping")
+        data = loaded
+    cfg = NodeConfig(**_from_mapping(data))
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return replace(cfg, **_from_mapping(changes)) if changes else cfg
+
+
+def dump_config(cfg: NodeConfig) -> dict[str, Any]:
+    """Plain mapping of ``cfg`` that :func:`load_config` reads back (for writing ``node.yaml``)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if hasattr(value, "__dataclass_fields__"):
+            return {f.name: plain(getattr(value, f.name)) for f in fields(value)}
+        return value
+
+    return {f.name: plain(getattr(cfg, f.name)) for f in fields(cfg)}
+
+
+def write_config(cfg: NodeConfig, path: str | Path) -> Path:
+    """Write ``cfg`` as YAML to ``path`` and return it."""
+    path = Path(path)
+    path.write_text(yaml.safe_dump(dump_config(cfg), sort_keys=False), encoding="utf-8")
+    return path
