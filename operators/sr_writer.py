@@ -1,0 +1,220 @@
+"""SR writer: one DICOM Enhanced SR (TID 2000 Basic Diagnostic Imaging Report) per draft report.
+
+Built with highdicom (platform.md §5). Document content tree::
+
+    CONTAINER X-Ray Report (LN 43468-8), TID 2000, SEPARATE
+      HAS CONCEPT MOD  Language of Content Item and Descendants = en-US (TID 1204)
+      HAS OBS CONTEXT  Observer Type = Device, Device Observer UID / Name / Manufacturer / Model (TID 1001)
+      CONTAINS CONTAINER Findings (LN 59776-5)
+        CONTAINS TEXT Finding (DCM 121071) = generated findings
+      CONTAINS CONTAINER Impressions (LN 19005-8)
+        CONTAINS TEXT Impression (DCM 121073) = rule-derived impression
+      CONTAINS CONTAINER Summary (LN 55112-7)
+        CONTAINS TEXT Summary (LN 55112-7) = AI draft statement, model, labeler observations
+
+Document attributes: SpecificCharacterSet ISO_IR 192 (UTF-8; highdicom leaves it empty and
+non-ASCII text would become "?"), PreliminaryFlag PRELIMINARY, CompletionFlag COMPLETE,
+VerificationFlag UNVERIFIED, CurrentRequestedProcedureEvidenceSequence = exactly the instances the
+model read, patient and study attributes copied from them (highdicom), a new series with the
+configured SeriesNumber and SeriesDescription, and a ContributingEquipmentSequence item naming the
+model and its version (IHE AIR provenance).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import highdicom as hd
+import pydicom
+from monai.deploy.core import ConditionType, Fragment, Operator, OperatorSpec
+from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
+
+import uar
+from operators.inference import StudyReport
+from operators.study_loader import CXRStudy, uid_tag
+from plugin.settings import AppSettings
+from uar.generator import Report
+
+log = logging.getLogger(__name__)
+
+UTF8 = "ISO_IR 192"
+PROCESSING_EQUIPMENT = hd.sr.CodedConcept("109102", "DCM", "Processing Equipment")  # CID 7005
+AI_DRAFT_STATEMENT = (
+    "AI-GENERATED DRAFT — not for clinical use without review by a qualified radiologist. "
+    "This text was produced automatically by a report-generation model and has not been verified."
+)
+# Patient / General Study attributes highdicom reads from the first evidence dataset.
+_EVIDENCE_TYPE2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+)
+_LABEL_WORDS = {1: "positive", 0: "negative", -1: "uncertain"}
+
+
+@dataclass
+class WrittenInstance:
+    """A DICOM instance written to the output folder (``kind`` "sr" or "pdf")."""
+
+    path: Path
+    dataset: pydicom.Dataset
+    study_instance_uid: str
+    kind: Literal["sr", "pdf"]
+
+
+def device_observer_uid(model_name: str, model_version: str) -> str:
+    """A stable Device Observer UID for one model name + version (same model, same UID)."""
+    return generate_uid(entropy_srcs=["uar-report-node device observer", model_name, model_version])
+
+
+def labels_text(labels: dict[str, int | None]) -> str:
+    """Mentioned observations in the labeler's order, e.g. ``"Cardiomegaly: positive; Edema: uncertain"``."""
+    lines = [f"{name}: {_LABEL_WORDS[value]}" for name, value in labels.items() if value is not None]
+    return "; ".join(lines) if lines else "no observation mentioned"
+
+
+def summary_text(report: Report) -> str:
+    """The Summary section text: the AI draft statement, the model and how the impression was made."""
+    return (
+        f"{AI_DRAFT_STATEMENT} Model: {report.model_name} {report.model_version}. "
+        "The impression is derived by rules from the automatic labeler's reading of the generated "
+        f"findings (labeler observations: {labels_text(report.labels)})."
+    )
+
+
+def _section(title: hd.sr.CodedConcept, item: hd.sr.CodedConcept, text: str) -> hd.sr.ContainerContentItem:
+    section = hd.sr.ContainerContentItem(name=title, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+    section.ContentSequence = [
+        hd.sr.TextContentItem(name=item, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+    ]
+    return section
+
+
+def build_content(report: Report, settings: AppSettings) -> hd.sr.ContainerContentItem:
+    """The TID 2000 content tree of ``report`` (see the module docstring)."""
+    root = hd.sr.ContainerContentItem(
+        name=hd.sr.CodedConcept("43468-8", "LN", settings.report_title),
+        template_id="2000",
+        is_content_continuous=False,
+    )
+    language = hd.sr.LanguageOfContentItemAndDescendants(
+        language=hd.sr.CodedConcept(settings.language, "RFC5646", settings.language)
+    )
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=device_observer_uid(report.model_name, report.model_version),
+            name=f"{report.model_name} {report.model_version}",
+            manufacturer_name=settings.manufacturer,
+            model_name=report.model_name,
+        ),
+    )
+    content = [*language, *observer]
+    content.append(_section(codes.LN.Findings, codes.DCM.Finding, report.findings))
+    content.append(_section(codes.LN.Impressions, codes.DCM.Impression, report.impression))
+    content.append(_section(codes.LN.Summary, codes.LN.Summary, summary_text(report)))
+    root.ContentSequence = content
+    return root
+
+
+def evidence_header(ds: pydicom.Dataset) -> pydicom.Dataset:
+    """A copy of a source header with the Patient / General Study Type 2 attributes highdicom copies
+    present (empty when the source lacks them, as Type 2 allows)."""
+    header = copy.deepcopy(ds)
+    for kw in _EVIDENCE_TYPE2:
+        if kw not in header:
+            setattr(header, kw, "")
+    return header
+
+
+def build_sr(
+    study: CXRStudy,
+    report: Report,
+    settings: AppSettings,
+    *,
+    series_instance_uid: str | None = None,
+    sop_instance_uid: str | None = None,
+) -> hd.sr.EnhancedSR:
+    """The Enhanced SR of ``report`` on ``study``, referencing exactly ``study.evidence``.
+
+    New UIDs are generated when ``series_instance_uid`` / ``sop_instance_uid`` are not given.
+    """
+    equipment = hd.ContributingEquipment(
+        manufacturer=settings.manufacturer,
+        purpose_of_reference=PROCESSING_EQUIPMENT,
+        manufacturer_model_name=report.model_name,
+        software_versions=report.model_version,
+        contribution_description="AI draft radiology report generation",
+    )
+    sr = hd.sr.EnhancedSR(
+        evidence=[evidence_header(ds) for ds in study.evidence],
+        content=build_content(report, settings),
+        series_instance_uid=series_instance_uid or hd.UID(),
+        series_number=settings.sr_series_number,
+        sop_instance_uid=sop_instance_uid or hd.UID(),
+        instance_number=1,
+        manufacturer=settings.manufacturer,
+        is_complete=True,
+        is_final=False,
+        is_verified=False,
+        institution_name=settings.institution_name or None,
+        contributing_equipment=[equipment],
+        series_description=settings.sr_series_description,
+        manufacturer_model_name="UAR Report Node",
+        software_versions=uar.__version__,
+        specific_character_set=UTF8,
+    )
+    sr.SpecificCharacterSet = UTF8
+    sr.PreliminaryFlag = "PRELIMINARY"
+    return sr
+
+
+def write_sr(study_report: StudyReport, settings: AppSettings, output_folder: Path) -> WrittenInstance:
+    """Build the SR of one study report and save it as ``SR_<SOPInstanceUID>.dcm``."""
+    study = study_report.study
+    sr = build_sr(study, study_report.report, settings)
+    output_folder.mkdir(parents=True, exist_ok=True)
+    path = output_folder / f"SR_{sr.SOPInstanceUID}.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    log.info(
+        "study %s: SR written (%d evidence instances)", uid_tag(study.study_instance_uid), len(study.images)
+    )
+    return WrittenInstance(path, sr, study.study_instance_uid, "sr")
+
+
+class SRWriterOperator(Operator):
+    """Input ``reports`` (``list[StudyReport]``) -> SR files; output ``instances`` (list of WrittenInstance).
+
+    The output port needs no receiver; a sender operator can follow it. The latest list is also
+    kept in :attr:`written` for the runner.
+    """
+
+    def __init__(
+        self, fragment: Fragment, *args: Any, output_folder: Path, settings: AppSettings, **kwargs: Any
+    ) -> None:
+        self.output_folder = Path(output_folder)
+        self.settings = settings
+        self.written: list[WrittenInstance] = []
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec: OperatorSpec) -> None:
+        """Declare the ports."""
+        spec.input("reports")
+        spec.output("instances").condition(ConditionType.NONE)
+
+    def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
+        """Write one SR per report and emit what was written."""
+        reports: list[StudyReport] = op_input.receive("reports")
+        self.written = [write_sr(r, self.settings, self.output_folder) for r in reports]
+        op_output.emit(self.written, "instances")

@@ -1,0 +1,515 @@
+"""Chest X-ray study loader: a folder of DICOM instances in, frontal (+ lateral) images per study out.
+
+Our own loader, not the SDK's ``DICOMSeriesToVolumeOperator``: that one crashes on multi-image CR/DX
+series, ignores MONOCHROME1 and reads BodyPartExamined from the wrong tag (platform.md §2).
+
+For each StudyInstanceUID in the folder, :func:`load_studies` returns either a :class:`CXRStudy`
+(the instances it will use, decoded to display-polarity images by
+:func:`uar.data.dicom_pixels.dicom_to_display`) or a :class:`Rejection` with a clear reason.
+
+Eligibility of one instance (first failing rule is its reason):
+
+1. it is an image (Rows/Columns present; SR, PDF, presentation states etc. are ignored);
+2. Modality (0008,0060) is CR or DX (Secondary Capture SOP class is fine when Modality says CR/DX);
+3. single frame;
+4. chest: BodyPartExamined (0018,0015), when present, contains CHEST, THORAX, LUNG or TORAX, and no
+   StudyDescription / SeriesDescription / ProtocolName / ViewCodeSequence / AnatomicRegionSequence
+   text names a non-chest region (leg, hip, skull, ...) without also naming the chest;
+5. human: no PatientSpeciesDescription / PatientSpeciesCodeSequence other than Homo sapiens, no
+   PatientBreedDescription, no veterinary species word (CANINE, FELINE, DOG, ...) in the protocol
+   or description texts. The model was trained on human radiographs only.
+
+View of one eligible instance, first rule that decides (see :func:`classify_view`):
+
+1. ViewPosition (0018,5101): PA / AP frontal; LL / RL / LATERAL lateral; obliques and decubitus
+   undecided;
+2. ViewCodeSequence (0054,0220) code meanings (postero-anterior, antero-posterior, lateral);
+3. SeriesDescription, ProtocolName, AcquisitionDeviceProcessingDescription and the
+   PerformedProtocolCodeSequence meanings: the words PA / AP / FRONTAL vs LAT / LATERAL;
+4. PatientOrientation (0020,0020) row direction: L or R frontal, A or P lateral;
+5. ImageLaterality (0020,0062) B (both lungs seen) frontal; L / R say nothing about a chest view;
+6. image fallback, :func:`frontal_score`: on a frontal radiograph the mediastinum is a bright
+   vertical band between two dark lung fields. The score is the mean brightness of the central
+   column band minus the mean of the two flanking bands (rows 20-80 %). Measured on 120 frontal
+   radiographs of the covid-chestxray set: median 0.20, 5th percentile 0.08, minimum -0.05; on the
+   lateral (animal) thorax sample -0.08. Score >= ``FRONTAL_SCORE_MIN`` (0.0) is frontal, below is
+   lateral. A lateral misread as frontal would produce a wrong report, so the threshold errs
+   towards "lateral" (the study is then rejected with "no frontal view", never reported wrongly).
+
+Choice among several candidates of one view: views decided by tags before image-guessed ones,
+lossless before lossy encodings, more pixels first, then SOPInstanceUID. The chosen instances are
+exactly the ones the SR references.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pydicom
+from monai.deploy.core import ConditionType, Fragment, Operator, OperatorSpec
+from pydicom.errors import InvalidDicomError
+
+from uar.data.dicom_pixels import DicomPixelError, dicom_to_display
+
+log = logging.getLogger(__name__)
+
+View = Literal["frontal", "lateral"]
+
+ACCEPTED_MODALITIES = ("CR", "DX")
+FRONTAL_SCORE_MIN = 0.0
+INVERTED_SCORE_MAX = -0.15  # a tag-declared frontal scoring below this looks polarity-inverted
+# JPEG baseline / extended, JPEG-LS near-lossless, JPEG 2000 (lossy), HTJ2K (lossy)
+LOSSY_TRANSFER_SYNTAXES = frozenset(
+    {
+        "1.2.840.10008.1.2.4.50",
+        "1.2.840.10008.1.2.4.51",
+        "1.2.840.10008.1.2.4.81",
+        "1.2.840.10008.1.2.4.91",
+        "1.2.840.10008.1.2.4.203",
+    }
+)
+MEDIA_STORAGE_DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"  # DICOMDIR
+
+_CHEST_WORDS = re.compile(r"CHEST|THORA|LUNG|TORAX|PULMON", re.IGNORECASE)
+_NON_CHEST_WORDS = re.compile(
+    r"\b(ABDOMEN|ABDOMINAL|PELVIS|PELVIC|HIPS?|KNEES?|LEGS?|TIBIA|FIBULA|FEMUR|ANKLES?|FOOT|FEET|TOES?|"
+    r"HANDS?|FINGERS?|WRISTS?|FOREARM|ELBOWS?|HUMERUS|ARMS?|SHOULDERS?|SKULL|HEAD|FACE|SINUS(ES)?|"
+    r"MANDIBLE|DENTAL|TEETH|SPINE|CERVICAL|LUMBAR|SACRUM|BREAST|MAMMO\w*|EXTREMITY|EXTREMITIES|"
+    r"CRANIO-?CAUDAL|MEDIO-?LATERAL OBLIQUE)\b",
+    re.IGNORECASE,
+)
+_SPECIES_WORDS = re.compile(
+    r"\b(CANINE|FELINE|EQUINE|BOVINE|PORCINE|OVINE|MURINE|DOGS?|CATS?|HORSES?|VETERINAR\w*)\b", re.IGNORECASE
+)
+_HUMAN_SPECIES = ("337915000", "L-85B00")  # SNOMED CT / SRT "Homo sapiens"
+_FRONTAL_WORDS = re.compile(r"\b(PA|AP|P-A|A-P|FRONTAL|POSTERO-?ANTERIOR|ANTERO-?POSTERIOR)\b", re.IGNORECASE)
+_LATERAL_WORDS = re.compile(r"\b(LAT|LATERAL|LL|RL|LLAT|RLAT)\b", re.IGNORECASE)
+_VIEW_POSITIONS: dict[str, View] = {
+    "PA": "frontal",
+    "AP": "frontal",
+    "LL": "lateral",
+    "RL": "lateral",
+    "LAT": "lateral",
+    "LATERAL": "lateral",
+    "LLAT": "lateral",
+    "RLAT": "lateral",
+}
+
+
+def uid_tag(uid: str | None) -> str:
+    """A short, non-reversible tag of a UID for logs (logs carry no identifiers)."""
+    if not uid:
+        return "-"
+    return hashlib.sha256(uid.encode()).hexdigest()[:12]
+
+
+@dataclass
+class SourceImage:
+    """One instance chosen as a model input.
+
+    ``dataset`` is the header only (no PixelData); ``pixels`` is float32 ``(H, W)`` in ``[0, 1]``,
+    display polarity (uar convention).
+    """
+
+    path: Path
+    dataset: pydicom.Dataset
+    view: View
+    view_source: str  # which attribute decided the view, e.g. "ViewPosition=PA"
+    pixels: np.ndarray  # (H, W) float32
+
+    @property
+    def sop_instance_uid(self) -> str:
+        """SOPInstanceUID (0008,0018)."""
+        return str(self.dataset.SOPInstanceUID)
+
+
+@dataclass
+class CXRStudy:
+    """A study accepted for reporting: one frontal image and an optional lateral image."""
+
+    study_instance_uid: str
+    frontal: SourceImage
+    lateral: SourceImage | None
+    unused: list[str] = field(default_factory=list)  # eligible SOPInstanceUIDs not used (duplicates)
+
+    @property
+    def images(self) -> list[SourceImage]:
+        """The instances used, frontal first."""
+        return [self.frontal] if self.lateral is None else [self.frontal, self.lateral]
+
+    @property
+    def evidence(self) -> list[pydicom.Dataset]:
+        """Headers of exactly the instances used (the SR's evidence)."""
+        return [image.dataset for image in self.images]
+
+    @property
+    def sop_instance_uids(self) -> list[str]:
+        """SOPInstanceUIDs of the instances used, frontal first."""
+        return [image.sop_instance_uid for image in self.images]
+
+
+@dataclass
+class Rejection:
+    """A study (or a set of unreadable files) that gets no report, and why.
+
+    ``details`` lists one reason per instance; none of the fields holds patient names or IDs.
+    """
+
+    study_instance_uid: str | None
+    reason: str
+    files: list[str]
+    details: list[str] = field(default_factory=list)
+    path: Path | None = None  # where the JSON record was written
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form of the rejection record."""
+        return {
+            "status": "rejected",
+            "study_instance_uid": self.study_instance_uid,
+            "reason": self.reason,
+            "files": self.files,
+            "details": self.details,
+        }
+
+
+@dataclass
+class _Candidate:
+    path: Path
+    dataset: pydicom.Dataset
+    view: View | None = None
+    view_source: str = ""
+    pixels: np.ndarray | None = None  # (H, W) float32, decoded lazily
+
+    @property
+    def sop_instance_uid(self) -> str:
+        return str(self.dataset.get("SOPInstanceUID", ""))
+
+
+def _texts(ds: pydicom.Dataset, keywords: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(keyword, text) pairs of the string attributes and code-sequence meanings present in ``ds``."""
+    out: list[tuple[str, str]] = []
+    for kw in keywords:
+        value = ds.get(kw)
+        if value is None or value == "":
+            continue
+        if isinstance(value, pydicom.Sequence):
+            out.extend((kw, str(item.get("CodeMeaning", ""))) for item in value if item.get("CodeMeaning"))
+        else:
+            out.append((kw, str(value)))
+    return out
+
+
+def chest_problem(ds: pydicom.Dataset) -> str | None:
+    """Why ``ds`` is not a human chest CR/DX image, or ``None`` when it is one.
+
+    Checks Modality (0008,0060), NumberOfFrames (0028,0008), BodyPartExamined (0018,0015),
+    the description texts and the subject's species (see the module docstring).
+    """
+    modality = str(ds.get("Modality", "")).upper()
+    if modality not in ACCEPTED_MODALITIES:
+        return f"Modality '{modality or 'missing'}' is not CR or DX"
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        return "multi-frame image (a chest radiograph is a single frame)"
+    body_part = str(ds.get("BodyPartExamined", "")).strip()
+    if body_part and not _CHEST_WORDS.search(body_part):
+        return f"not a chest radiograph: BodyPartExamined '{body_part}'"
+    described = _texts(
+        ds,
+        (
+            "StudyDescription",
+            "SeriesDescription",
+            "ProtocolName",
+            "ViewCodeSequence",
+            "AnatomicRegionSequence",
+        ),
+    )
+    for kw, text in described:
+        match = _NON_CHEST_WORDS.search(text)
+        if match and not _CHEST_WORDS.search(text):
+            return f"not a chest radiograph: {kw} names '{match.group(0)}'"
+    return _species_problem(ds)
+
+
+def _species_problem(ds: pydicom.Dataset) -> str | None:
+    species = str(ds.get("PatientSpeciesDescription", "")).strip()
+    if species and species.lower() not in ("homo sapiens", "human"):
+        return f"non-human subject: PatientSpeciesDescription '{species}'"
+    for item in ds.get("PatientSpeciesCodeSequence", []):
+        if str(item.get("CodeValue", "")) not in _HUMAN_SPECIES:
+            return f"non-human subject: PatientSpeciesCodeSequence '{item.get('CodeMeaning', '')}'"
+    if str(ds.get("PatientBreedDescription", "")).strip():
+        return "non-human subject: PatientBreedDescription present"
+    protocol_texts = _texts(
+        ds,
+        (
+            "AcquisitionDeviceProcessingDescription",
+            "PerformedProtocolCodeSequence",
+            "ProtocolName",
+            "StudyDescription",
+            "SeriesDescription",
+        ),
+    )
+    for kw, text in protocol_texts:
+        match = _SPECIES_WORDS.search(text)
+        if match:
+            return f"non-human subject: {kw} names '{match.group(0).upper()}'"
+    return None
+
+
+def classify_view(ds: pydicom.Dataset) -> tuple[View | None, str]:
+    """View of a chest image from its attributes: ``(view, deciding attribute)``, ``(None, "")`` if undecided.
+
+    Order: ViewPosition, ViewCodeSequence, description/protocol words, PatientOrientation,
+    ImageLaterality (see the module docstring).
+    """
+    position = str(ds.get("ViewPosition", "")).strip().upper()
+    if position in _VIEW_POSITIONS:
+        return _VIEW_POSITIONS[position], f"ViewPosition={position}"
+    for item in ds.get("ViewCodeSequence", []):
+        meaning = str(item.get("CodeMeaning", "")).lower()
+        if "oblique" in meaning:
+            continue
+        if "lateral" in meaning:
+            return "lateral", f"ViewCodeSequence={meaning}"
+        if "posterior" in meaning or "frontal" in meaning:
+            return "frontal", f"ViewCodeSequence={meaning}"
+    texts = _texts(
+        ds,
+        (
+            "SeriesDescription",
+            "ProtocolName",
+            "AcquisitionDeviceProcessingDescription",
+            "PerformedProtocolCodeSequence",
+        ),
+    )
+    for kw, text in texts:
+        lateral = _LATERAL_WORDS.search(text)
+        frontal = _FRONTAL_WORDS.search(text)
+        if lateral and not frontal:
+            return "lateral", f"{kw} word '{lateral.group(0)}'"
+        if frontal and not lateral:
+            return "frontal", f"{kw} word '{frontal.group(0)}'"
+    orientation = ds.get("PatientOrientation")
+    if orientation and len(orientation) == 2 and str(orientation[0]):
+        row = str(orientation[0])[0].upper()
+        if row in "LR":
+            return "frontal", f"PatientOrientation row={orientation[0]}"
+        if row in "AP":
+            return "lateral", f"PatientOrientation row={orientation[0]}"
+    if str(ds.get("ImageLaterality", "")).upper() == "B":
+        return "frontal", "ImageLaterality=B"
+    return None, ""
+
+
+def frontal_score(image: np.ndarray) -> float:
+    """Mediastinum-vs-lungs contrast of a display-polarity image ``(H, W)`` in ``[0, 1]``.
+
+    Positive on frontal chest radiographs (bright central band between dark lung fields), around or
+    below zero on laterals; unit: display grey levels.
+    """
+    h, w = image.shape
+    rows = image[int(0.2 * h) : int(0.8 * h)]  # (h', W): skip neck and abdomen
+    profile = rows.mean(axis=0)  # (W,)
+    x = np.linspace(0.0, 1.0, w, endpoint=False)
+    centre = profile[(x >= 0.44) & (x < 0.56)].mean()
+    left = profile[(x >= 0.16) & (x < 0.34)].mean()
+    right = profile[(x >= 0.66) & (x < 0.84)].mean()
+    return float(centre - 0.5 * (left + right))
+
+
+def _is_lossless(ds: pydicom.Dataset) -> bool:
+    syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
+    return syntax not in LOSSY_TRANSFER_SYNTAXES and str(ds.get("LossyImageCompression", "00")) != "01"
+
+
+def _preference(c: _Candidate) -> tuple[int, int, int, str]:
+    """Sort key: tag-decided first, lossless first, larger first, then SOPInstanceUID."""
+    by_image = int(c.view_source.startswith("image"))
+    pixels = int(c.dataset.get("Rows", 0)) * int(c.dataset.get("Columns", 0))
+    return (by_image, int(not _is_lossless(c.dataset)), -pixels, c.sop_instance_uid)
+
+
+def _decode(c: _Candidate) -> np.ndarray:
+    if c.pixels is None:
+        full = pydicom.dcmread(c.path)
+        c.pixels = dicom_to_display(full)  # (H, W) float32 in [0, 1]
+    return c.pixels
+
+
+def _read_headers(folder: Path) -> tuple[dict[str, list[_Candidate]], list[str]]:
+    """Group the DICOM files under ``folder`` by StudyInstanceUID; also return unreadable file names."""
+    studies: dict[str, list[_Candidate]] = {}
+    unreadable: list[str] = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except (InvalidDicomError, OSError, ValueError) as exc:
+            log.warning("skipping %s: not readable as DICOM (%s)", path.name, type(exc).__name__)
+            unreadable.append(path.name)
+            continue
+        if str(ds.file_meta.get("MediaStorageSOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY_SOP_CLASS:
+            continue
+        study_uid = str(ds.get("StudyInstanceUID", ""))
+        if not study_uid or "SOPInstanceUID" not in ds:
+            log.warning("skipping %s: no StudyInstanceUID or SOPInstanceUID", path.name)
+            unreadable.append(path.name)
+            continue
+        studies.setdefault(study_uid, []).append(_Candidate(path=path, dataset=ds))
+    return studies, unreadable
+
+
+def _dedupe(images: list[_Candidate], study_uid: str) -> list[_Candidate]:
+    """One candidate per SOPInstanceUID: the newest file wins (a re-sent instance replaces the old one)."""
+    by_uid: dict[str, _Candidate] = {}
+    for c in sorted(images, key=lambda c: (c.path.stat().st_mtime, str(c.path))):
+        if c.sop_instance_uid in by_uid:
+            log.warning(
+                "study %s: %s and %s share a SOPInstanceUID; using the newer file",
+                uid_tag(study_uid),
+                by_uid[c.sop_instance_uid].path.name,
+                c.path.name,
+            )
+        by_uid[c.sop_instance_uid] = c
+    return sorted(by_uid.values(), key=lambda c: str(c.path))
+
+
+def _select(study_uid: str, instances: list[_Candidate]) -> CXRStudy | Rejection:
+    files = [c.path.name for c in instances]
+    details: list[str] = []
+    eligible: list[_Candidate] = []
+    images = _dedupe([c for c in instances if "Rows" in c.dataset and "Columns" in c.dataset], study_uid)
+    for c in instances:
+        if c not in images:
+            log.info("study %s: ignoring non-image instance %s", uid_tag(study_uid), c.path.name)
+    for c in images:
+        problem = chest_problem(c.dataset)
+        if problem is not None:
+            details.append(f"{c.path.name}: {problem}")
+            continue
+        c.view, c.view_source = classify_view(c.dataset)
+        eligible.append(c)
+    if not images:
+        return Rejection(study_uid, "no image instances in the study", files, details)
+    if not eligible:
+        reason = details[0].split(": ", 1)[1] if len(images) == 1 else "no chest CR/DX image in the study"
+        return Rejection(study_uid, reason, files, details)
+    for c in eligible:
+        if c.view is None:
+            try:
+                score = frontal_score(_decode(c))
+            except DicomPixelError as exc:
+                details.append(f"{c.path.name}: pixel data not decodable: {exc}")
+                continue
+            c.view = "frontal" if score >= FRONTAL_SCORE_MIN else "lateral"
+            c.view_source = f"image frontal_score={score:.3f}"
+    chosen: dict[View, _Candidate] = {}
+    for view in ("frontal", "lateral"):
+        for c in sorted((c for c in eligible if c.view == view), key=_preference):
+            try:
+                _decode(c)
+            except DicomPixelError as exc:
+                details.append(f"{c.path.name}: pixel data not decodable: {exc}")
+                continue
+            chosen[view] = c
+            break
+    if "frontal" not in chosen:
+        views = ", ".join(f"{c.path.name}: {c.view} ({c.view_source})" for c in eligible if c.view)
+        return Rejection(study_uid, "no frontal view", files, details + ([views] if views else []))
+    frontal = chosen["frontal"]
+    if not frontal.view_source.startswith("image") and frontal_score(frontal.pixels) < INVERTED_SCORE_MAX:
+        log.warning(
+            "study %s: frontal image %s looks inverted (dark mediastinum); check PhotometricInterpretation",
+            uid_tag(study_uid),
+            frontal.path.name,
+        )
+    used = {id(c) for c in chosen.values()}
+    unused = [c.sop_instance_uid for c in eligible if id(c) not in used]
+
+    def source(c: _Candidate) -> SourceImage:
+        assert c.view is not None and c.pixels is not None
+        return SourceImage(c.path, c.dataset, c.view, c.view_source, c.pixels)
+
+    lateral = chosen.get("lateral")
+    return CXRStudy(study_uid, source(chosen["frontal"]), source(lateral) if lateral else None, unused)
+
+
+def load_studies(folder: str | Path) -> list[CXRStudy | Rejection]:
+    """Load every study under ``folder`` (recursive): a :class:`CXRStudy` or a :class:`Rejection` each.
+
+    Unreadable / non-DICOM files are gathered in one extra :class:`Rejection` with
+    ``study_instance_uid=None``. A failure in one study never stops the others.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"input folder not found: {folder}")
+    grouped, unreadable = _read_headers(folder)
+    out: list[CXRStudy | Rejection] = []
+    for study_uid, instances in grouped.items():
+        try:
+            result = _select(study_uid, instances)
+        except Exception as exc:  # one broken study must not stop the others
+            log.exception("study %s: loading failed", uid_tag(study_uid))
+            result = Rejection(study_uid, f"loading failed: {type(exc).__name__}: {exc}", [])
+        if isinstance(result, CXRStudy):
+            log.info(
+                "study %s: frontal by %s, lateral %s, %d unused",
+                uid_tag(study_uid),
+                result.frontal.view_source,
+                f"by {result.lateral.view_source}" if result.lateral else "absent",
+                len(result.unused),
+            )
+        else:
+            log.warning("study %s rejected: %s", uid_tag(study_uid), result.reason)
+        out.append(result)
+    if unreadable:
+        out.append(Rejection(None, "not readable as DICOM", unreadable))
+    return out
+
+
+def write_rejection(rejection: Rejection, output_folder: str | Path) -> Path:
+    """Write ``rejection`` as ``rejection_<StudyInstanceUID>.json`` in ``output_folder``; set ``.path``."""
+    output_folder = Path(output_folder)
+    output_folder.mkdir(parents=True, exist_ok=True)
+    name = rejection.study_instance_uid or "unreadable"
+    path = output_folder / f"rejection_{name}.json"
+    path.write_text(json.dumps(rejection.to_dict(), indent=2) + "\n", encoding="utf-8")
+    rejection.path = path
+    return path
+
+
+class CXRStudyLoaderOperator(Operator):
+    """Source operator: loads the studies of ``input_folder``, writes rejection records to ``output_folder``.
+
+    Output ports: ``studies`` (``list[CXRStudy]``) and ``rejections`` (``list[Rejection]``, optional
+    receiver). The latest rejections are also kept in :attr:`rejections` for the runner.
+    """
+
+    def __init__(
+        self, fragment: Fragment, *args: Any, input_folder: Path, output_folder: Path, **kwargs: Any
+    ) -> None:
+        self.input_folder = Path(input_folder)
+        self.output_folder = Path(output_folder)
+        self.rejections: list[Rejection] = []
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec: OperatorSpec) -> None:
+        """Declare the output ports."""
+        spec.output("studies")
+        spec.output("rejections").condition(ConditionType.NONE)
+
+    def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
+        """Load the studies, write one JSON record per rejection, emit both lists."""
+        results = load_studies(self.input_folder)
+        studies = [r for r in results if isinstance(r, CXRStudy)]
+        self.rejections = [r for r in results if isinstance(r, Rejection)]
+        for rejection in self.rejections:
+            write_rejection(rejection, self.output_folder)
+        op_output.emit(studies, "studies")
+        op_output.emit(self.rejections, "rejections")
