@@ -135,8 +135,6 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"\beffusions?\b",
         r"\bpleural fluid\b",
         r"\b(?:hydrothorax|hydropneumothorax)\b",
-        r"\bblunt(?:ing|ed) (?:of )?(?:the )?(?:\w+ )?(?:costophrenic|cp) (?:angles?|sulcus|sulci)\b",
-        r"\b(?:costophrenic|cp) (?:angles?|sulcus|sulci) (?:is |are )?blunt(?:ing|ed)\b",
     ),
     "Pleural Other": (
         r"\bpleural (?:\w+ )?thickening\b",
@@ -189,12 +187,12 @@ UNMENTIONS: dict[str, tuple[str, ...]] = {
 # Descriptions that state an observation is absent without a negation word.
 NEGATIVE_PHRASES: dict[str, tuple[str, ...]] = {
     "Cardiomegaly": (
-        r"\bnormal (?:sized? )?(?:heart|cardiac)\b",
+        r"\bnormal (?:sized? )?(?:heart|cardiac|cardiomediastinal)\b",
         rf"\b(?:{_HEART}|cardiomediastinal (?:silhouette|contours?))\b[^.;]{{0,60}}?"
         r"\b(?:normal|unremarkable|within normal limits)\b",
     ),
     "Enlarged Cardiomediastinum": (
-        r"\bnormal (?:cardio)?mediastin\w*\b",
+        r"\bnormal (?:[a-z ]{0,30}? and )?(?:cardio)?mediastin\w*\b",
         rf"\b{_MEDIASTINUM}\b[^.;]{{0,60}}?\b(?:normal|unremarkable|within normal limits)\b",
     ),
     "Lung Opacity": (r"\b(?:lungs?|lung fields?)\b[^.;]{0,40}?\bclear\b", r"\bclear lungs?\b"),
@@ -220,10 +218,10 @@ _NEG_PRE = re.compile(
     r"removal of|rather than|never)\b"
 )
 _UNC_PRE = re.compile(
-    r"\b(?:possible|possibly|probable|probably|likely|may|might|could|suspect\w*|suspicious|"
-    r"concern\w* for|concerning|question\w*|suggest\w*|borderline|equivocal|indeterminate|presum\w*|"
-    r"favou?r\w*|versus|vs|differential|perhaps|uncertain|worrisome|r/o|rule out|evaluate for|"
-    r"cannot be excluded|may represent)\b"
+    r"\b(?:possible|possibly|probable|probably|likely|may|might|could|suspect(?:s|ed)?|"
+    r"suspicious for|suspicion (?:of|for)|concern(?:ing)? for|question(?:able|ed)?|suggest\w*|borderline|"
+    r"equivocal|indeterminate|presum\w*|favou?r\w*|versus|vs|differential|perhaps|uncertain|"
+    r"worrisome for|r/o|rule out|evaluate for)\b"
 )
 _NEG_POST = re.compile(
     r"^[^,]{0,60}?\b(?:(?:is|are|was|were|has been|have been) not (?:seen|identified|present|evident|"
@@ -232,14 +230,14 @@ _NEG_POST = re.compile(
     r"resolved|(?:is|are) absent|(?:has|have|has been|have been) removed|removed|no longer)\b"
 )
 _UNC_POST = re.compile(
-    r"^[^,]{0,60}?\b(?:(?:is|are) (?:likely|possible|probable|suspected|questioned|not excluded|"
-    r"favou?red)|(?:may|might|could) be (?:present|seen)|versus|vs)\b"
+    r"^[^,]{0,60}?\b(?:(?:is|are) (?:suspected|questioned|favou?red)\b|(?:is|are) (?:likely|possible|"
+    r"probable)(?: present| seen)?\s*$|(?:may|might|could) be (?:present|seen)\b|(?:versus|vs)\b)"
 )
 # Pseudo-triggers: look like negation / hedging but are not (blanked before scanning).
 _PSEUDO = re.compile(
     r"\b(?:no|without|not) (?:significant |appreciable |substantial |interval |definite )?"
     r"(?:interval )?(?:change|changed|increase|decrease|worsening|improvement)\b|\bnot only\b|"
-    r"\bto suggest\b|\bto indicate\b|\bgram negative\b"
+    r"\bto suggest\b|\bto indicate\b|\bgram negative\b|\bage (?:indeterminate|undetermined)\b"
 )
 # Clause terminators: a trigger never reaches across them.
 _TERMINATOR = re.compile(
