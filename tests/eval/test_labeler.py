@@ -55,9 +55,7 @@ def test_accuracy_per_sentence_and_observation() -> None:
                 confusions[(obs, want, got[obs])] += 1
                 errors.append(f"  {obs}: expected {want}, got {got[obs]} <- {case['text']!r}")
     accuracy = correct / total
-    print(
-        f"\nlabeler accuracy {accuracy:.4f} ({correct}/{total} text-observation pairs, {len(cases)} texts)"
-    )
+    print(f"\nlabeler accuracy {accuracy:.4f} ({correct}/{total} text-observation pairs, {len(cases)} texts)")
     print("confusions (observation, expected, got): count")
     for (obs, want, got), n in confusions.most_common():
         print(f"  {obs}, {want}, {got}: {n}")
