@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from uar import __version__
 from uar.config import TrainConfig, UARConfig
+from uar.train.data import batch_inputs, collate, load_run_data
 from uar.train.ddp import (
     DistInfo,
     ResumableSampler,
@@ -253,11 +254,10 @@ class _Trainer:
 
         seed_everything(cfg.seed + info.rank)
         self.visual_tok = self._load_visual_tokenizer()
-        self.text_tok = self._text_tokenizer(resume_state)
+        self._load_data(resume_state)
         self.model_cfg = self._fit_model_config(self.model_cfg)
         if resume_state is not None and resume_state["model_config"] != self.model_cfg.to_dict():
             raise ValueError(f"{self.last_path} was written for a different model configuration")
-        self.train_ds, self.val_ds = self._datasets()
 
         from uar.model import UAR
 
@@ -304,24 +304,45 @@ class _Trainer:
             p.requires_grad_(False)
         return tok
 
-    def _text_tokenizer(self, resume_state: dict[str, Any] | None) -> Any:
+    def _load_data(self, resume_state: dict[str, Any] | None) -> None:
+        """Datasets, text tokenizer (train split, or the resumed run's) and the visual-token cache."""
+        from uar.data.r2gen import VisualTokenCache
         from uar.text.tokenizer import TextTokenizer
 
-        if resume_state is not None:
-            return TextTokenizer.from_dict(resume_state["text_tokenizer"])
-        from uar.train.data import training_reports
-
-        dataset = self.train_cfg.dataset
-        reports = training_reports(self.data_dir, dataset)
-        threshold = 3 if dataset == "iu_xray" else 10
-        threshold = int(self.train_cfg.extra.get("vocab_threshold", threshold))
-        tok = TextTokenizer.build(
-            (TextTokenizer.clean_for(dataset, r) for r in reports),
-            threshold=threshold,
+        cfg, info = self.train_cfg, self.info
+        cache = None
+        cache_path = self.out_dir / "visual_tokens.safetensors"
+        if self.visual_tok is not None:
+            n_crops = int(cfg.extra.get("n_crops", 5))
+            cache = VisualTokenCache(self.visual_tok, cache_path, n_crops=n_crops)
+        threshold = cfg.extra.get("vocab_threshold")
+        data = load_run_data(
+            self.data_dir,
+            dataset=cfg.dataset,
+            n_views=self.model_cfg.n_views,
+            image_size=self.visual_tok.config.image_size if self.visual_tok else self.model_cfg.image_size,
             max_len=self.model_cfg.max_len,
-            dataset=dataset,
+            threshold=int(threshold) if threshold is not None else None,
+            augment=bool(cfg.extra.get("augment", True)),
+            seed=cfg.seed,
+            text_tokenizer=TextTokenizer.from_dict(resume_state["text_tokenizer"]) if resume_state else None,
+            token_cache=cache,
         )
-        return tok
+        if cache is not None:
+            if info.is_main:  # one process tokenises every image once; the others read the file
+                data.train.precompute_tokens()
+                data.val.precompute_tokens()
+            barrier(info)
+            if not info.is_main:
+                cache = VisualTokenCache(self.visual_tok, cache_path, n_crops=cache.n_crops)
+                data.train.token_cache = data.val.token_cache = cache
+        self.text_tok = data.text_tokenizer
+        self.train_ds = data.train
+        self.val_ds: Dataset = data.val
+        if cfg.max_val_studies is not None:
+            self.val_ds = Subset(data.val, range(min(cfg.max_val_studies, len(data.val))))
+        if len(self.train_ds) == 0 or len(self.val_ds) == 0:
+            raise ValueError(f"{self.data_dir}: empty train ({len(self.train_ds)}) or val split")
 
     def _fit_model_config(self, cfg: UARConfig) -> UARConfig:
         """Take vocabulary size from the text tokenizer and token grid / codebook from the visual one."""
@@ -333,28 +354,11 @@ class _Trainer:
             changes["tokens_per_view"] = (vq.image_size // vq.downsample) ** 2
         return dataclasses.replace(cfg, **changes)
 
-    def _datasets(self) -> tuple[Dataset, Dataset]:
-        from uar.train.data import make_dataset
-
-        common = dict(
-            dataset=self.train_cfg.dataset,
-            tokenizer=self.text_tok,
-            n_views=self.model_cfg.n_views,
-            image_size=self.model_cfg.image_size,
-        )
-        train_ds = make_dataset(self.data_dir, "train", train=True, **common)
-        val_ds = make_dataset(self.data_dir, "val", train=False, **common)
-        if self.train_cfg.max_val_studies is not None:
-            val_ds = Subset(val_ds, range(min(self.train_cfg.max_val_studies, len(val_ds))))
-        if len(train_ds) == 0 or len(val_ds) == 0:
-            raise ValueError(f"{self.data_dir}: empty train ({len(train_ds)}) or val ({len(val_ds)}) split")
-        return train_ds, val_ds
-
     # ---------------------------------------------------------------- loops
 
     def _loop(self, resume_state: dict[str, Any] | None) -> None:
         cfg, info, prog = self.train_cfg, self.info, self.progress_state
-        if prog.finished:
+        if prog.finished or (self.max_steps is not None and prog.global_step >= self.max_steps):
             return
         plan = stage_plan(cfg)
         stages = [s for s, _ in plan]
@@ -400,7 +404,7 @@ class _Trainer:
         # or a resumed run would shift every later random number.
         gen = torch.Generator()
         gen.manual_seed(cfg.seed * 7919 + 1000 * stage + epoch)
-        from uar.train.data import collate
+        self.train_ds.set_epoch(1000 * stage + epoch)  # augmentation stream of this epoch
 
         return DataLoader(
             self.train_ds,
@@ -498,8 +502,6 @@ class _Trainer:
 
     def _inputs(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Model inputs on the device: visual ``(B, V, L)`` ids or ``(B, V, 1, S, S)`` images, reports."""
-        from uar.train.data import batch_inputs
-
         return batch_inputs(batch, self.model_cfg, self.visual_tok, self.info.device)
 
     # ---------------------------------------------------------------- validation and saving
@@ -513,7 +515,6 @@ class _Trainer:
         """
         from uar.eval.metrics import nlg_metrics
         from uar.generation import beam_search
-        from uar.train.data import collate
 
         info, cfg = self.info, self.train_cfg
         shard = Subset(self.val_ds, range(info.rank, len(self.val_ds), info.world_size))
@@ -540,7 +541,7 @@ class _Trainer:
         metrics: dict[str, float] = {}
         if info.is_main:
             refs, hyps = zip(*all_pairs, strict=True)
-            metrics = nlg_metrics(list(refs), list(hyps))
+            metrics = nlg_metrics(list(refs), list(hyps), meteor=bool(cfg.extra.get("val_meteor", False)))
         return broadcast_object(metrics, info)
 
     def _maybe_save_best(self, stage: int, metrics: dict[str, float]) -> None:
@@ -560,9 +561,8 @@ class _Trainer:
             return
         from uar.checkpoint import save_checkpoint
 
-        tmp = path.with_suffix(".tmp")
         save_checkpoint(
-            tmp,
+            path,
             self.model,
             self.text_tok,
             self.visual_tok,
@@ -571,7 +571,6 @@ class _Trainer:
             train_cfg=self.train_cfg,
             metrics=metrics,
         )
-        os.replace(tmp, path)
 
     def _save_resume(self, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
         """Write ``last.pt`` atomically (rank 0); every rank contributes its RNG state."""

@@ -1,0 +1,64 @@
+"""Exact resume: N steps straight equal N/2 steps, stop, resume, N/2 more (torch.equal weights).
+
+The split falls in the middle of an epoch of stage 1 and the run then crosses the stage boundary,
+so the data order, dropout RNG, AdamW/StepLR state and the stage-2 initialisation from the best
+stage-1 weights all have to be restored exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+
+import torch
+from conftest import tiny_model_cfg, tiny_train_cfg
+
+from uar.checkpoint import load_checkpoint
+from uar.train import train
+
+# 8 studies, batch 4 -> 2 steps per epoch; stage 1 = 2 epochs, stage 2 = 1 epoch -> 6 steps in all.
+TOTAL_STEPS = 6
+SPLIT = 3  # mid-epoch (epoch 2 of stage 1, after its first batch)
+
+
+def _run(data, tok, out, **kw):
+    return train(
+        data, out, tiny_model_cfg(), tiny_train_cfg(), visual_tokenizer_path=tok, progress=False, **kw
+    )
+
+
+def test_resume_mid_epoch_is_bit_identical(tiny_data, tiny_visual_tokenizer, tmp_path):
+    straight = tmp_path / "straight"
+    _run(tiny_data, tiny_visual_tokenizer, straight)
+
+    split = tmp_path / "split"
+    _run(tiny_data, tiny_visual_tokenizer, split, max_steps=SPLIT)
+    state = torch.load(split / "last.pt", weights_only=False)
+    assert state["progress"]["global_step"] == SPLIT
+    assert (state["progress"]["stage"], state["progress"]["epoch"], state["progress"]["step_in_epoch"]) == (
+        1,
+        1,
+        1,
+    )
+    best = _run(tiny_data, tiny_visual_tokenizer, split, resume=True)
+
+    a = torch.load(straight / "last.pt", weights_only=False)
+    b = torch.load(split / "last.pt", weights_only=False)
+    assert a["progress"]["global_step"] == b["progress"]["global_step"] == TOTAL_STEPS
+    assert a["progress"]["finished"] and b["progress"]["finished"]
+    assert a["model"].keys() == b["model"].keys()
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), name
+    assert int(a["model"]["stage_id"]) == 2
+    for k in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+        for pid, pstate in a["optimizer"]["state"].items():
+            assert torch.equal(pstate[k], b["optimizer"]["state"][pid][k])
+    assert a["progress"]["best_score"] == b["progress"]["best_score"]
+
+    # the same best model was selected, and the logs record every epoch with its seconds
+    ca, cb = load_checkpoint(straight / "best.safetensors"), load_checkpoint(best)
+    for name, t in ca.model.state_dict().items():
+        assert torch.equal(t, cb.model.state_dict()[name]), name
+    epochs = list(csv.DictReader((split / "epochs.csv").open()))
+    assert [(r["stage"], r["epoch"]) for r in epochs] == [("1", "0"), ("1", "1"), ("2", "0")]
+    assert all(float(r["seconds"]) > 0 and r["val_bleu_4"] != "" for r in epochs)
+    assert (split / "stage1_best.safetensors").is_file()
