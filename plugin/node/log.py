@@ -42,7 +42,7 @@ class _Formatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "event": record.getMessage(),
+            "event": getattr(record, "event", record.getMessage()),
         }
         data.update(getattr(record, "fields", {}))
         if self.fmt == "json":
@@ -57,7 +57,8 @@ def _kv(value: Any) -> str:
 
 def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
     """Log event ``name`` with structured ``fields`` (callers pass only PHI-free values)."""
-    log.log(level, name, extra={"fields": fields})
+    text = " ".join([name, *(f"{k}={_kv(v)}" for k, v in fields.items())])
+    log.log(level, "%s", text, extra={"event": name, "fields": fields})
 
 
 def setup_logging(fmt: str = "json", level: int = logging.INFO) -> None:

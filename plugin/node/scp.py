@@ -17,6 +17,8 @@ import logging
 import threading
 from typing import Any
 
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
 from pydicom.uid import (
     HTJ2K,
     JPEG2000,
@@ -82,6 +84,7 @@ NOT_MATCHING_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC210
 PROCESSING_FAILURE = 0xC211
 NOT_AUTHORISED = 0x0124
+UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
 class StorageSCP:
@@ -207,7 +210,8 @@ class StorageSCP:
             return NOT_AUTHORISED, "calling host does not match the source", None, 0
         try:
             ds = ev.dataset
-            for _ in ds.iterall():  # parse every element now: truncated or corrupt data fails here
+            check_complete(ds, len(ev.request.DataSet.getvalue()), ev.context.transfer_syntax)
+            for _ in ds.iterall():  # convert every element now: corrupt values fail here
                 pass
             sop_class = ds.get("SOPClassUID")
             sop_uid = ds.get("SOPInstanceUID")
@@ -244,6 +248,31 @@ class StorageSCP:
                 study_id=added.study_id,
             )
         return 0x0000, "", added.study_id, len(encoded)
+
+
+def check_complete(ds: Dataset, n_bytes: int, transfer_syntax: str) -> None:
+    """Raise ``ValueError`` if the decoded data set is shorter than its encoding says.
+
+    pydicom stops silently at the end of a truncated stream; here every top-level element with a
+    defined length must hold that many bytes, and (unless deflated) the last one must end exactly
+    at the end of the received ``n_bytes``.
+    """
+    last = None
+    for tag in list(ds.keys()):  # tags; iterating a Dataset would convert its elements
+        elem = ds.get_item(tag)
+        defined = isinstance(elem, RawDataElement) and elem.length != UNDEFINED_LENGTH
+        if defined and elem.value is not None and len(elem.value) != elem.length:
+            raise ValueError("element value shorter than its length")
+        last = elem
+    if last is None:
+        raise ValueError("empty data set")
+    if (
+        transfer_syntax != DeflatedExplicitVRLittleEndian
+        and isinstance(last, RawDataElement)
+        and last.length != UNDEFINED_LENGTH
+        and last.value_tell + last.length != n_bytes
+    ):
+        raise ValueError("data set does not end where its last element ends")
 
 
 def echo(host: str, port: int, called_ae: str, calling_ae: str = "UARECHO", timeout_s: float = 10.0) -> int:
