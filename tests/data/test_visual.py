@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,7 @@ def test_encode_is_fast_enough_for_cpu() -> None:
 def test_training_on_real_radiographs(covid_pngs: list[Path], tmp_path: Path) -> None:
     out = tmp_path / "tok.safetensors"
     report = train_tokenizer(covid_pngs, out, TINY, epochs=4, batch_size=8, seed=0)
-    assert report.n_images == 32 and report.steps == 16
+    assert report.n_images == 32 and report.steps == 16 and report.eval_on == "training"
     assert report.mse < report.initial_mse
     assert report.codes_used > 1 and report.perplexity > 1.0
     grid = Path(report.grid_path)
@@ -98,7 +99,9 @@ def test_cli_on_annotation(shared_data: Path, covid_pngs: list[Path], tmp_path: 
     tokenizer_cli.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     assert args.func(args) == 0
-    assert '"codes_used"' in capsys.readouterr().out
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["eval_on"] == "held-out" and printed["n_eval_images"] == 51  # the val split
+    assert printed["codes_used"] >= 1
     assert out.is_file() and (tmp_path / "cli" / "tok.recon.png").is_file()
     assert load_visual_tokenizer(out).config.codebook_size == 32
     bad = parser.parse_args(["tokenizer", "train", "--images", str(tmp_path / "nope"), "--out", str(out)])

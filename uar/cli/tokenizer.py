@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--images",
         required=True,
         type=Path,
-        help="folder of PNG/JPEG/DICOM images (recursive) or an R2Gen annotation.json (train split)",
+        help="folder of PNG/JPEG/DICOM images (recursive) or an R2Gen annotation.json (trains on the "
+        "train split, reports metrics on the val split)",
     )
     t.add_argument("--out", required=True, type=Path, help="output .safetensors file")
     t.add_argument("--codebook", type=int, default=1024, help="codebook size |V_I| (512-8192; 1024)")
@@ -45,11 +46,24 @@ def _train(args: argparse.Namespace) -> int:
     from uar.visual.train import collect_image_paths, train_tokenizer
 
     paths = collect_image_paths(args.images)
+    held_out = None
+    if args.images.suffix.lower() == ".json":
+        try:
+            held_out = collect_image_paths(args.images, split="val")
+        except ValueError:  # no val split: metrics on training images
+            held_out = None
     if args.max_images is not None:
         paths = paths[: args.max_images]
     cfg = VQConfig(codebook_size=args.codebook, image_size=args.size, hidden=args.hidden)
     report = train_tokenizer(
-        paths, args.out, cfg, args.epochs, batch_size=args.batch, lr=args.lr, seed=args.seed
+        paths,
+        args.out,
+        cfg,
+        args.epochs,
+        batch_size=args.batch,
+        lr=args.lr,
+        seed=args.seed,
+        eval_paths=held_out,
     )
     print(json.dumps(report.to_dict(), indent=2))
     return 0

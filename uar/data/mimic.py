@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,8 @@ from uar.data.r2gen import Record, ReportDataset, VisualTokenCache, read_annotat
 from uar.text.tokenizer import TextTokenizer
 
 __all__ = ["FRONTAL_VIEWS", "MimicCxrJpgDataset", "extract_findings", "image_path", "report_path"]
+
+log = logging.getLogger(__name__)
 
 FRONTAL_VIEWS: tuple[str, ...] = ("PA", "AP")
 _SPLIT_NAMES = {"train": "train", "val": "validate", "validate": "validate", "test": "test"}
@@ -125,18 +128,30 @@ class MimicCxrJpgDataset(ReportDataset):
                 studies.setdefault(key, []).append((FRONTAL_VIEWS.index(view), r["dicom_id"]))
         annotated = self._annotated_reports(annotation) if annotation is not None else None
         records: list[Record] = []
+        no_report = missing = 0
         for (subject, study), images in sorted(studies.items()):
             report = annotated.get(study) if annotated is not None else self._findings(subject, study)
             if not report:
+                no_report += 1
                 continue
             ordered = [dicom for _, dicom in sorted(images)]
             for dicom in ordered[:1] if per_study else ordered:
                 path = image_path(root, subject, study, dicom)
                 if not path.is_file():
                     if missing_ok:
+                        missing += 1
                         continue
                     raise FileNotFoundError(f"image not found: {path}")
                 records.append(Record(id=dicom, image_paths=(path,), report=report))
+        log.info(
+            "MIMIC-CXR-JPG %s: %d images from %d studies with frontal views; %d studies without findings, "
+            "%d images missing",
+            wanted,
+            len(records),
+            len(studies),
+            no_report,
+            missing,
+        )
         super().__init__(records, root, tokenizer, 1, image_size, train, token_cache, seed)
 
     def _findings(self, subject: str, study: str) -> str | None:

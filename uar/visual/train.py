@@ -50,6 +50,8 @@ class TokenizerReport:
     out_path: str
     grid_path: str
     n_images: int
+    eval_on: str  # "held-out" (eval_paths given) or "training" (centre crops of training images)
+    n_eval_images: int
     epochs: int
     steps: int
     initial_mse: float  # before training
@@ -169,6 +171,7 @@ def train_tokenizer(
     batch_size: int = 32,
     lr: float = 1e-3,
     seed: int = 0,
+    eval_paths: Sequence[str | Path] | None = None,
     max_eval_images: int = 512,
 ) -> TokenizerReport:
     """Train a :class:`VisualTokenizer` on ``image_paths`` and save it to ``out_path``.
@@ -176,6 +179,9 @@ def train_tokenizer(
     Adam on encoder and decoder (the codebook follows by EMA), random ``S`` crops of the
     ``S * 8 / 7`` resize, seeded with ``seed``. Writes ``out_path`` (safetensors) and
     ``<out stem>.recon.png`` beside it (originals above reconstructions).
+
+    The metrics are computed on centre crops of at most ``max_eval_images`` of ``eval_paths``
+    (held-out images) or, without them, of the training images.
 
     Returns:
         A :class:`TokenizerReport` with the MSE before and after training, PSNR, perplexity and usage.
@@ -187,9 +193,14 @@ def train_tokenizer(
     start = time.perf_counter()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    big = _preload([Path(p) for p in image_paths], train_resize(cfg.image_size))  # (N, 1, side, side)
-    eval_idx = torch.from_numpy(rng.permutation(big.shape[0])[:max_eval_images])
-    eval_images = _centre_crops(big[eval_idx], cfg.image_size)  # (E, 1, S, S)
+    side = train_resize(cfg.image_size)
+    big = _preload([Path(p) for p in image_paths], side)  # (N, 1, side, side)
+    if eval_paths:
+        chosen = rng.permutation(len(eval_paths))[:max_eval_images]
+        eval_big = _preload([Path(eval_paths[i]) for i in chosen], side)
+    else:
+        eval_big = big[torch.from_numpy(rng.permutation(big.shape[0])[:max_eval_images])]
+    eval_images = _centre_crops(eval_big, cfg.image_size)  # (E, 1, S, S)
 
     tok = VisualTokenizer(cfg)
     with torch.no_grad():  # seed the codebook from data so that the "before" error is meaningful
@@ -217,6 +228,8 @@ def train_tokenizer(
         out_path=str(out_path),
         grid_path=str(grid),
         n_images=n,
+        eval_on="held-out" if eval_paths else "training",
+        n_eval_images=eval_images.shape[0],
         epochs=epochs,
         steps=steps,
         initial_mse=initial["mse"],
@@ -228,7 +241,8 @@ def train_tokenizer(
         seconds=time.perf_counter() - start,
     )
     log.info(
-        "visual tokenizer: MSE %.5f -> %.5f (PSNR %.2f dB), perplexity %.1f, %d/%d codes used",
+        "visual tokenizer (%s images): MSE %.5f -> %.5f (PSNR %.2f dB), perplexity %.1f, %d/%d codes used",
+        report.eval_on,
         report.initial_mse,
         report.mse,
         report.psnr_db,

@@ -39,7 +39,7 @@ class VQConfig:
     n_res_blocks: int = 2  # residual blocks at token resolution, in encoder and decoder
     commitment: float = 0.25  # beta of the commitment loss
     ema_decay: float = 0.99  # gamma of the codebook EMA
-    dead_code_threshold: float = 0.03  # EMA cluster size under which a code is restarted
+    dead_code_threshold: float = 1.0  # EMA of assignments per batch under which a code is restarted
 
     def __post_init__(self) -> None:
         n_down = int(math.log2(self.downsample))
@@ -102,7 +102,9 @@ class VectorQuantizerEMA(nn.Module):
     """Nearest-neighbour codebook with EMA updates and dead-code restarts.
 
     Buffers: ``codebook`` (K, D), ``cluster_size`` (K,) and ``embed_sum`` (K, D) EMA statistics,
-    ``initialised`` (flag: the codebook is seeded from the first training batch).
+    ``initialised`` (flag: the codebook is seeded from the first training batch). A code whose EMA
+    assignment count per batch falls under ``dead_code_threshold`` is moved onto a random encoder
+    output of the current batch.
     """
 
     def __init__(self, cfg: VQConfig) -> None:
@@ -113,6 +115,9 @@ class VectorQuantizerEMA(nn.Module):
         self.register_buffer("cluster_size", torch.ones(k))
         self.register_buffer("embed_sum", self.codebook.clone())
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
+        # A new or restarted code starts at twice the threshold: about ln 2 / (1 - decay) steps
+        # (69 at decay 0.99) to win assignments before it is restarted again (as in Jukebox).
+        self.grace = 2.0 * cfg.dead_code_threshold
 
     def nearest(self, flat: Tensor) -> Tensor:
         """Ids of the nearest codes (squared L2) for vectors ``flat`` (N, D) -> (N,)."""
@@ -127,8 +132,8 @@ class VectorQuantizerEMA(nn.Module):
         if not bool(self.initialised):
             pick = torch.randint(0, flat.shape[0], (cfg.codebook_size,), device=flat.device)
             self.codebook.copy_(flat[pick])
-            self.embed_sum.copy_(flat[pick])
-            self.cluster_size.fill_(1.0)
+            self.cluster_size.fill_(self.grace)
+            self.embed_sum.copy_(flat[pick] * self.grace)
             self.initialised.fill_(True)
             ids = self.nearest(flat)
         onehot = F.one_hot(ids, cfg.codebook_size).type(flat.dtype)  # (N, K)
@@ -143,8 +148,8 @@ class VectorQuantizerEMA(nn.Module):
         if n_dead:
             pick = torch.randint(0, flat.shape[0], (n_dead,), device=flat.device)
             self.codebook[dead] = flat[pick]
-            self.embed_sum[dead] = flat[pick]
-            self.cluster_size[dead] = 1.0
+            self.embed_sum[dead] = flat[pick] * self.grace
+            self.cluster_size[dead] = self.grace
 
     def forward(self, z_e: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Quantize ``z_e`` (B, D, h, w) -> (z_q straight-through (B, D, h, w), ids (B, h*w),
