@@ -28,7 +28,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
 import uar
 from operators.inference import StudyReport
-from operators.sr_writer import UTF8, WrittenInstance, summary_text
+from operators.sr_writer import UTF8, WrittenInstance, evidence_header, summary_text
 from operators.study_loader import CXRStudy, uid_tag
 from plugin.settings import AppSettings
 from uar.generator import Report
@@ -94,7 +94,7 @@ def build_pdf_dataset(
     study: CXRStudy, report: Report, pdf_bytes: bytes, settings: AppSettings
 ) -> pydicom.Dataset:
     """Encapsulated PDF Storage instance of ``pdf_bytes`` in a new series of ``study``."""
-    source = study.frontal.dataset
+    source = evidence_header(study.frontal.dataset)  # invalid source values emptied, not copied
     now = dt.datetime.now()
     sop_instance_uid = hd.UID()
     ds = pydicom.Dataset()

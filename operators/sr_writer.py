@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -31,8 +32,10 @@ from typing import Any, Literal
 import highdicom as hd
 import pydicom
 from monai.deploy.core import ConditionType, Fragment, Operator, OperatorSpec
+from pydicom import config
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
+from pydicom.valuerep import validate_value
 
 import uar
 from operators.inference import StudyReport
@@ -60,6 +63,7 @@ _EVIDENCE_TYPE2 = (
     "StudyTime",
     "ReferringPhysicianName",
 )
+_CHECKED_VRS = frozenset({"AS", "CS", "DA", "DS", "DT", "IS", "LO", "PN", "SH", "TM"})
 _LABEL_WORDS = {1: "positive", 0: "negative", -1: "uncertain"}
 
 
@@ -129,12 +133,27 @@ def build_content(report: Report, settings: AppSettings) -> hd.sr.ContainerConte
 
 
 def evidence_header(ds: pydicom.Dataset) -> pydicom.Dataset:
-    """A copy of a source header with the Patient / General Study Type 2 attributes highdicom copies
-    present (empty when the source lacks them, as Type 2 allows)."""
+    """A copy of a source header fit for highdicom to copy Patient / Study attributes from.
+
+    Type 2 attributes the source lacks are added empty (Type 2 allows it), and values invalid for
+    their VR (e.g. a hash in PatientBirthDate, a 56-character AccessionNumber, PatientAge "81") are
+    emptied rather than copied into an SR that would fail validation. Only the attribute keyword is
+    logged, never the value.
+    """
     header = copy.deepcopy(ds)
     for kw in _EVIDENCE_TYPE2:
         if kw not in header:
             setattr(header, kw, "")
+    for element in header:
+        if element.VR not in _CHECKED_VRS or element.VM != 1 or element.value in (None, ""):
+            continue
+        try:
+            validate_value(element.VR, element.value, config.RAISE)
+        except ValueError:
+            log.warning(
+                "source %s is not a valid %s value; left empty in the SR", element.keyword, element.VR
+            )
+            element.value = ""
     return header
 
 
@@ -150,6 +169,22 @@ def build_sr(
 
     New UIDs are generated when ``series_instance_uid`` / ``sop_instance_uid`` are not given.
     """
+    with warnings.catch_warnings():
+        # highdicom's person-name check would print the patient's name in a warning.
+        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
+        sr = _enhanced_sr(study, report, settings, series_instance_uid, sop_instance_uid)
+    sr.SpecificCharacterSet = UTF8
+    sr.PreliminaryFlag = "PRELIMINARY"
+    return sr
+
+
+def _enhanced_sr(
+    study: CXRStudy,
+    report: Report,
+    settings: AppSettings,
+    series_instance_uid: str | None,
+    sop_instance_uid: str | None,
+) -> hd.sr.EnhancedSR:
     equipment = hd.ContributingEquipment(
         manufacturer=settings.manufacturer,
         purpose_of_reference=PROCESSING_EQUIPMENT,
@@ -157,7 +192,7 @@ def build_sr(
         software_versions=report.model_version,
         contribution_description="AI draft radiology report generation",
     )
-    sr = hd.sr.EnhancedSR(
+    return hd.sr.EnhancedSR(
         evidence=[evidence_header(ds) for ds in study.evidence],
         content=build_content(report, settings),
         series_instance_uid=series_instance_uid or hd.UID(),
@@ -175,9 +210,6 @@ def build_sr(
         software_versions=uar.__version__,
         specific_character_set=UTF8,
     )
-    sr.SpecificCharacterSet = UTF8
-    sr.PreliminaryFlag = "PRELIMINARY"
-    return sr
 
 
 def write_sr(study_report: StudyReport, settings: AppSettings, output_folder: Path) -> WrittenInstance:
