@@ -87,7 +87,7 @@ def storescu(
 
 
 class StoreSCP:
-    """dcmtk ``storescp`` writing every received instance to ``out_dir`` as ``<SOPInstanceUID>.dcm``."""
+    """dcmtk ``storescp`` writing every received instance to ``out_dir`` as ``<modality prefix>.<SOPInstanceUID>.dcm``."""
 
     def __init__(self, out_dir: Path, ae_title: str = "DEST", port: int | None = None) -> None:
         self.out_dir = out_dir
@@ -97,7 +97,16 @@ class StoreSCP:
         out_dir.mkdir(parents=True, exist_ok=True)
 
     def start(self) -> StoreSCP:
-        cmd = [require_tool("storescp"), "-aet", self.ae_title, "-od", str(self.out_dir), "-uf", "+xa"]
+        cmd = [
+            require_tool("storescp"),
+            "-aet",
+            self.ae_title,
+            "-od",
+            str(self.out_dir),
+            "-fe",
+            ".dcm",
+            "+xa",
+        ]
         self.proc = subprocess.Popen(
             [*cmd, str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
