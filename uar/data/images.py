@@ -89,6 +89,8 @@ def _pil_to_array(im: Image.Image) -> np.ndarray:
     """PIL image to float32 ``(H, W)`` in ``[0, 1]`` (alpha dropped, colour to luminance)."""
     if im.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
         im = im.convert("RGB")
+    elif im.mode == "1":
+        im = im.convert("L")
     arr = np.asarray(im)
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit PNGs open as "I;16" (uint16) or "I" (int32 holding 0..65535).
