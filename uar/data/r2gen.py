@@ -216,7 +216,8 @@ class VisualTokenCache:
         img = load_image(path)
         crops: list[int | None] = [None, *range(self.n_crops)]
         views = torch.stack([self.view(img, c) for c in crops])  # (1 + n_crops, 1, S, S)
-        ids = self.tokenizer.encode(views)  # (1 + n_crops, L)
+        device = self.tokenizer.quantizer.codebook.device
+        ids = self.tokenizer.encode(views.to(device)).cpu()  # (1 + n_crops, L)
         for c, row in zip(crops, ids, strict=True):
             self._ids[self.key(image_key, c)] = row.clone()
 
