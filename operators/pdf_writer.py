@@ -22,6 +22,7 @@ from typing import Any
 import highdicom as hd
 import pydicom
 from fpdf import FPDF
+from fpdf.enums import XPos, YPos
 from monai.deploy.core import ConditionType, Fragment, Operator, OperatorSpec
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
@@ -67,26 +68,25 @@ def render_pdf(study: CXRStudy, report: Report, settings: AppSettings) -> bytes:
     else:
         family = "Helvetica"
 
-    def text(s: str) -> str:
-        return s if font_path is not None else s.encode("latin-1", "replace").decode("latin-1")
+    def write(size_pt: int, line_mm: float, s: str) -> None:
+        if font_path is None:
+            s = s.encode("latin-1", "replace").decode("latin-1")
+        pdf.set_font(family, size=size_pt)
+        pdf.multi_cell(0, line_mm, s, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
     pdf.add_page()
-    pdf.set_font(family, size=14)
-    pdf.multi_cell(0, 8, text(f"{settings.report_title} — AI-GENERATED DRAFT, NOT VERIFIED"))
-    pdf.set_font(family, size=9)
+    write(14, 8, f"{settings.report_title} — AI-GENERATED DRAFT, NOT VERIFIED")
     date = str(study.frontal.dataset.get("StudyDate", "")) or "unknown"
     views = ", ".join(image.view for image in study.images)
-    pdf.multi_cell(0, 5, text(f"Study date: {date}   Views: {views}"))
+    write(9, 5, f"Study date: {date}   Views: {views}")
     for heading, body in (
         ("Findings", report.findings),
         ("Impression", report.impression),
         ("About this report", summary_text(report)),
     ):
         pdf.ln(4)
-        pdf.set_font(family, size=12)
-        pdf.multi_cell(0, 7, text(heading))
-        pdf.set_font(family, size=10)
-        pdf.multi_cell(0, 5, text(body))
+        write(12, 7, heading)
+        write(10, 5, body)
     return bytes(pdf.output())
 
 
