@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
-from conftest import free_port
 
+from tests.conftest import free_port
 from uar.config import UARConfig
 from uar.model import UAR
 from uar.train.ddp import ResumableSampler, cleanup_distributed, init_distributed, wrap_model

@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 
 import torch
-from conftest import tiny_model_cfg, tiny_train_cfg, write_r2gen_dataset
 
+from tests.train.conftest import tiny_model_cfg, tiny_train_cfg, write_r2gen_dataset
 from uar.checkpoint import load_checkpoint
 from uar.generation import beam_search, greedy
 from uar.train import train

@@ -10,8 +10,8 @@ from __future__ import annotations
 import csv
 
 import torch
-from conftest import tiny_model_cfg, tiny_train_cfg
 
+from tests.train.conftest import tiny_model_cfg, tiny_train_cfg
 from uar.checkpoint import load_checkpoint
 from uar.train import train
 

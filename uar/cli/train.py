@@ -52,6 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-every", type=int, help="epochs between validation runs (1)")
     p.add_argument("--val-beam-size", type=int, help="beam size for validation decoding (3)")
     p.add_argument("--log", choices=("csv", "tensorboard"), help="log format (csv)")
+    p.add_argument(
+        "--vocab-threshold", type=int, help="keep words seen >= N times in train (3 IU / 10 MIMIC)"
+    )
+    p.add_argument("--n-crops", type=int, help="fixed training crops per image in the token cache (5)")
+    p.add_argument("--no-augment", action="store_true", help="train on the plain resize (no crops)")
     p.add_argument("--save-every", type=int, default=0, help="also write last.pt every N steps")
     p.add_argument("--max-steps", type=int, help="stop after N optimisation steps (resume later)")
     p.add_argument("--resume", action="store_true", help="continue RUN/last.pt exactly")
@@ -104,6 +109,14 @@ def configs_from_args(args: argparse.Namespace) -> tuple[UARConfig, TrainConfig]
         "log": args.log,
     }
     train_changes.update({k: v for k, v in train_flags.items() if v is not None})
+    extra = dict(train_changes.get("extra", {}))
+    if args.vocab_threshold is not None:
+        extra["vocab_threshold"] = args.vocab_threshold
+    if args.n_crops is not None:
+        extra["n_crops"] = args.n_crops
+    if args.no_augment:
+        extra["augment"] = False
+    train_changes["extra"] = extra
     if args.single_stage:
         train_changes["two_stage"] = False
     if args.bf16:

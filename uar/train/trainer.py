@@ -362,6 +362,9 @@ class _Trainer:
             return
         plan = stage_plan(cfg)
         stages = [s for s, _ in plan]
+        # One DDP wrapper for the whole run: its gradient hooks live on the parameters, and a second
+        # wrapper would leave the first one's hooks firing until garbage collection.
+        ddp_model = wrap_model(self.model, info)
         for stage, n_epochs in plan:
             if stages.index(stage) < stages.index(prog.stage):
                 continue
@@ -378,7 +381,6 @@ class _Trainer:
                 scheduler.load_state_dict(resume_state["scheduler"])
                 set_rng_state(resume_state["rng"][info.rank])
                 resume_state = None
-            ddp_model = wrap_model(self.model, info)
             while prog.epoch < n_epochs:
                 stopped = self._epoch(ddp_model, optimizer, scheduler, stage, n_epochs)
                 if stopped:
