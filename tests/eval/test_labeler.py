@@ -1,20 +1,21 @@
 """The rule-based labeler against a hand-labeled test set, plus the ``uar label`` command.
 
-``labeler_cases.jsonl`` holds sentences and short reports in IU-Xray style, each with the expected
-value of every observation it mentions (absent keys mean "not mentioned", None). The expectations
-were written by reading each text; No Finding follows the CheXpert convention from them.
+``labeler_cases.jsonl`` holds sentences and short reports in IU-Xray style, plus held-out real IU-Xray
+reports, each with the expected value of every observation it mentions (absent keys mean "not
+mentioned", None). The expectations were written by reading each text; No Finding follows the
+CheXpert convention from them.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from uar.cli import label as label_cli
 from uar.eval.labeler import OBSERVATIONS, label_report, label_sentence, split_sentences
 
 CASES_PATH = Path(__file__).with_name("labeler_cases.jsonl")
@@ -102,13 +103,11 @@ def test_sentence_splitting() -> None:
     assert label_report("No pneumothorax. Small right effusion.")["Pleural Effusion"] == 1
 
 
-def test_cli_prints_the_14_keys() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "uar", "label", "Heart size is mildly enlarged. No pleural effusion."],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    labels = json.loads(out)
+def test_cli_prints_the_14_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser(prog="uar")
+    label_cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["label", "Heart size is mildly enlarged. No pleural effusion."])
+    assert args.func(args) == 0
+    labels = json.loads(capsys.readouterr().out)
     assert list(labels) == list(OBSERVATIONS)
     assert labels["Cardiomegaly"] == 1 and labels["Pleural Effusion"] == 0 and labels["Edema"] is None

@@ -15,6 +15,7 @@ Pipeline for one report:
 
 1. Normalise: lower-case, ``xxxx`` de-identification placeholders kept as a neutral word, hyphens in
    compounds ("air-space") and runs of white space collapsed.
+   "cardio mediastinal" is joined to "cardiomediastinal".
 2. Split into sentences on ``.``/``!``/``?`` followed by white space (decimals such as "1.2 cm" are not
    split), on new lines, and on the stand-alone " . " of R2Gen-cleaned text.
 3. In each sentence find mentions (``MENTIONS``) minus excluded look-alikes (``UNMENTIONS``),
@@ -164,13 +165,15 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"\b(?:sternotomy|sternal) wires?\b",
         r"\b(?:prosthetic (?:mitral |aortic )?valves?|valve (?:replacement|prosthesis))\b",
         r"\b(?:lines and tubes|tubes and lines|support devices?)\b",
+        r"\b(?:cardiac|implanted|implantable) devices?\b",
     ),
 }
 
 # Look-alikes that are not the observation (matched spans are removed before mention matching).
 UNMENTIONS: dict[str, tuple[str, ...]] = {
     "Lung Opacity": (
-        r"\b(?:bone|bony|osseous|soft tissue|calcific|calcified|metallic) densit(?:y|ies)\b",
+        r"\b(?:bone|bony|osseous|soft tissue|calcific|calcified|metallic) "
+        r"(?:densit(?:y|ies)|opacit(?:y|ies))\b",
         r"\bpleural(?: parenchymal)? scar(?:ring|s)?\b",
         r"\bpleural (?:\w+ )?thickening\b",
     ),
@@ -274,6 +277,7 @@ def normalise(text: str) -> str:
     text = text.lower().replace("\u2019", "'")
     text = _PLACEHOLDER.sub("xxxx", text)
     text = re.sub(r"(?<=[a-z])-(?=[a-z])", " ", text)
+    text = re.sub(r"\bcardio mediastinal\b", "cardiomediastinal", text)
     return re.sub(r"[ \t]+", " ", text)
 
 
