@@ -22,6 +22,7 @@ EPOCH_FIELDS = (
     "train_mask",
     "lr",
     "seconds",
+    "val_seconds",
     "val_bleu_4",
     "val_bleu_1",
     "val_meteor",

@@ -314,7 +314,8 @@ class _Trainer:
         cache_path = self.out_dir / "visual_tokens.safetensors"
         if self.visual_tok is not None:
             n_crops = int(cfg.extra.get("n_crops", 5))
-            cache = VisualTokenCache(self.visual_tok, cache_path, n_crops=n_crops)
+            # Only rank 0 reads or writes the file before the barrier below.
+            cache = VisualTokenCache(self.visual_tok, cache_path if info.is_main else None, n_crops=n_crops)
         threshold = cfg.extra.get("vocab_threshold")
         data = load_run_data(
             self.data_dir,
@@ -480,7 +481,9 @@ class _Trainer:
         }
         last_of_stage = prog.epoch + 1 == n_epochs
         if (prog.epoch + 1) % max(cfg.eval_every, 1) == 0 or last_of_stage:
+            val_started = time.perf_counter()
             metrics = self._validate()
+            row["val_seconds"] = round(time.perf_counter() - val_started, 3)
             row.update({f"val_{k}": metrics[k] for k in ("bleu_4", "bleu_1", "meteor", "rouge_l", "cider")
                         if k in metrics})  # fmt: skip
             self._maybe_save_best(stage, metrics)
