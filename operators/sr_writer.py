@@ -64,6 +64,7 @@ _EVIDENCE_TYPE2 = (
     "ReferringPhysicianName",
 )
 _CHECKED_VRS = frozenset({"AS", "CS", "DA", "DS", "DT", "IS", "LO", "PN", "SH", "TM"})
+_LANGUAGE_NAMES = {"en-US": "English (United States)", "en-GB": "English (United Kingdom)", "en": "English"}
 _LABEL_WORDS = {1: "positive", 0: "negative", -1: "uncertain"}
 
 
@@ -113,7 +114,9 @@ def build_content(report: Report, settings: AppSettings) -> hd.sr.ContainerConte
         is_content_continuous=False,
     )
     language = hd.sr.LanguageOfContentItemAndDescendants(
-        language=hd.sr.CodedConcept(settings.language, "RFC5646", settings.language)
+        language=hd.sr.CodedConcept(
+            settings.language, "RFC5646", _LANGUAGE_NAMES.get(settings.language, settings.language)
+        )
     )
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,

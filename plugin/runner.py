@@ -6,13 +6,17 @@ run builds a fresh graph, which costs milliseconds. The model is not part of tha
 already loaded ``generator``, or rely on the process-wide cache of :func:`operators.inference.load_generator`.
 
 In-process runs do not let the SDK reconfigure logging (its ``init_app_context`` would replace the
-root logger's handlers of the host program on every run).
+root logger's handlers of the host program on every run), and Holoscan's own C++ log level is set
+to WARN unless ``HOLOSCAN_LOG_LEVEL`` says otherwise.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from holoscan.logger import LogLevel, set_log_level
 
 from operators.inference import StudyReport
 from operators.study_loader import Rejection
@@ -57,6 +61,8 @@ def run_app(
         if not Path(model_path).exists():
             raise FileNotFoundError(f"model path not found: {model_path}")
         argv += ["-m", str(model_path)]
+    if "HOLOSCAN_LOG_LEVEL" not in os.environ:
+        set_log_level(LogLevel.WARN)  # Holoscan's per-run [info] lines would flood a long-running node
     app = UARReportApp(argv, generator=generator, settings=settings, configure_logging=False)
     app.run()
     assert app.loader is not None and app.inference is not None and app.sr_writer is not None
