@@ -55,7 +55,7 @@ def _kv(value: Any) -> str:
     return json.dumps(text) if (not text or any(c in text for c in ' "=')) else text
 
 
-def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
+def event(name: str, level: int = logging.INFO, /, **fields: Any) -> None:
     """Log event ``name`` with structured ``fields`` (callers pass only PHI-free values)."""
     text = " ".join([name, *(f"{k}={_kv(v)}" for k, v in fields.items())])
     log.log(level, "%s", text, extra={"event": name, "fields": fields})
