@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from uar.eval.ce import CEResult, ce_from_reports, ce_scores, ce_table
+from uar.eval.ce import CHEXPERT_5, CEResult, ce_from_reports, ce_scores, ce_table
 from uar.eval.labeler import OBSERVATIONS
 from uar.eval.retrieval import cosine_similarity_matrix, ranks_from_similarity, retrieval_metrics
 
@@ -44,6 +44,10 @@ def test_ce_by_hand() -> None:
     f1s = {"Cardiomegaly": 2 * 0.5 / 1.5, "Pleural Effusion": 2 * 0.5 / 1.5, "No Finding": 1.0}
     assert ce.macro_f1 == pytest.approx(sum(f1s.values()) / 14)
     assert ce.macro_precision == pytest.approx((1.0 + 1.0 + 1.0) / 14)
+    # CheXpert-5: Cardiomegaly (tp 1, fn 1), Pleural Effusion (tp 1, fn 1), Edema (fp 1)
+    ce5 = ce_scores(predicted, reference, CHEXPERT_5)
+    assert (ce5.micro.tp, ce5.micro.fp, ce5.micro.fn) == (2, 1, 2)
+    assert ce5.macro_f1 == pytest.approx((2 * 0.5 / 1.5) * 2 / 5)
 
 
 def test_ce_round_trip_and_table() -> None:
@@ -64,6 +68,8 @@ def test_ce_rejects_bad_labels() -> None:
         ce_scores([{"Nodule": 1}], [{}])
     with pytest.raises(ValueError, match="1, 0, -1 or null"):
         ce_scores([{"Edema": 2}], [{}])
+    with pytest.raises(ValueError, match="non-empty subset"):
+        ce_scores([{}], [{}], ["Nodule"])
     with pytest.raises(ValueError, match="predicted but"):
         ce_scores([{}], [])
 

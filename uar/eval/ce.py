@@ -8,7 +8,8 @@ positive.
 
 * micro P/R/F1: true / false positives and false negatives summed over the 14 observations;
 * macro P/R/F1: the mean over the 14 observations of the per-observation scores, an undefined ratio
-  (0 / 0) counting as 0 (scikit-learn's ``zero_division=0``).
+  (0 / 0) counting as 0 (scikit-learn's ``zero_division=0``);
+* the same over the five CheXpert competition observations (:data:`CHEXPERT_5`) on request.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from typing import Any
 from uar.eval.labeler import OBSERVATIONS, label_report
 
 Labels = Mapping[str, int | None]
+
+# The five observations of the CheXpert competition, often reported as "CE (5)".
+CHEXPERT_5: tuple[str, ...] = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 
 
 @dataclass(frozen=True)
@@ -104,18 +108,24 @@ def check_labels(labels: Labels) -> None:
         raise ValueError(f"label values must be 1, 0, -1 or null, got {bad}")
 
 
-def ce_scores(predicted: Sequence[Labels], reference: Sequence[Labels]) -> CEResult:
+def ce_scores(
+    predicted: Sequence[Labels], reference: Sequence[Labels], observations: Sequence[str] = OBSERVATIONS
+) -> CEResult:
     """CE of ``predicted`` labels against ``reference`` labels, study by study.
 
-    A missing key counts as None (not positive). Raises ``ValueError`` on length mismatch or
-    invalid labels.
+    ``observations``: the tasks averaged over (default all 14; :data:`CHEXPERT_5` for the five
+    competition observations). A missing key counts as None (not positive). Raises ``ValueError`` on
+    length mismatch or invalid labels.
     """
+    unknown = set(observations) - set(OBSERVATIONS)
+    if unknown or not observations:
+        raise ValueError(f"observations must be a non-empty subset of OBSERVATIONS, got {list(observations)}")
     if len(predicted) != len(reference):
         raise ValueError(f"{len(predicted)} predicted but {len(reference)} reference label sets")
     for labels in (*predicted, *reference):
         check_labels(labels)
     per: dict[str, PRF] = {}
-    for obs in OBSERVATIONS:
+    for obs in observations:
         tp = fp = fn = 0
         for p, r in zip(predicted, reference, strict=True):
             pos_p, pos_r = p.get(obs) == 1, r.get(obs) == 1
@@ -126,7 +136,7 @@ def ce_scores(predicted: Sequence[Labels], reference: Sequence[Labels]) -> CERes
     micro = prf(
         sum(s.tp for s in per.values()), sum(s.fp for s in per.values()), sum(s.fn for s in per.values())
     )
-    n = len(OBSERVATIONS)
+    n = len(per)
     return CEResult(
         micro=micro,
         macro_precision=sum(s.precision for s in per.values()) / n,

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from uar.checkpoint import Checkpoint, load_checkpoint
 from uar.data.r2gen import R2GenDataset
-from uar.eval.ce import ce_scores
+from uar.eval.ce import CHEXPERT_5, ce_scores
 from uar.eval.labeler import label_report
 from uar.eval.metrics import nlg_metrics
 from uar.eval.retrieval import retrieval_metrics
@@ -207,11 +207,14 @@ def evaluate_checkpoint(
 
     hyp_labels = [label_report(h) for h in hyps]
     ref_labels = [label_report(r) for r in raw_refs]
-    ce = ce_scores(hyp_labels, ref_labels)
-    result.update(ce.to_dict("ce"))
+    result.update(ce_scores(hyp_labels, ref_labels).to_dict("ce"))
+    ce5 = ce_scores(hyp_labels, ref_labels, CHEXPERT_5)
+    result.update({"ce5_micro_f1": ce5.micro.f1, "ce5_macro_f1": ce5.macro_f1})
     if all(g is not None for g in gt_labels):
         truth = [dict(g) for g in gt_labels if g is not None]
         result.update(ce_scores(hyp_labels, truth).to_dict("ce_gt"))
+        gt5 = ce_scores(hyp_labels, truth, CHEXPERT_5)
+        result.update({"ce5_gt_micro_f1": gt5.micro.f1, "ce5_gt_macro_f1": gt5.macro_f1})
         agreement = ce_scores(ref_labels, truth)
         result["labeler_ref_vs_gt_micro_f1"] = agreement.micro.f1
         result["labeler_ref_vs_gt_macro_f1"] = agreement.macro_f1

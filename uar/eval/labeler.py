@@ -227,10 +227,10 @@ _UNC_PRE = re.compile(
     r"worrisome for|r/o|rule out|evaluate for)\b"
 )
 _NEG_POST = re.compile(
-    r"^[^,]{0,60}?\b(?:(?:is|are|was|were|has been|have been) not (?:seen|identified|present|evident|"
-    r"appreciated|visualized|demonstrated|detected|noted|visible|apparent)|not (?:seen|identified|"
-    r"present|evident|appreciated|visualized|demonstrated|detected|visible)|(?:has|have) resolved|"
-    r"resolved|(?:is|are) absent|(?:has|have|has been|have been) removed|removed|no longer)\b"
+    r"^[^,]{0,60}?\b(?:not (?:well |clearly |definitely |definitively )?(?:seen|identified|present|evident|"
+    r"appreciated|visualized|demonstrated|detected|noted|visible|apparent)|(?:has|have) resolved|resolved|"
+    r"(?:is|are) absent|(?:has|have|has been|have been) removed|removed|no longer|"
+    r"(?:is|are|appears?) within (?:the )?(?:normal limits|limits of normal))\b"
 )
 _UNC_POST = re.compile(
     r"^[^,]{0,60}?\b(?:(?:is|are) (?:suspected|questioned|favou?red)\b|(?:is|are) (?:likely|possible|"
