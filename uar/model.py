@@ -34,8 +34,8 @@ class DecodeState:
     """Everything :meth:`UAR.decode_step` reuses across steps of one generation call."""
 
     rows: int  # R = batch x beams
-    memory: Tensor  # (R, L, d) encoder output per row (used by the uncached path)
-    mem_kv: list[tuple[Tensor, Tensor]] | None  # per decoder layer (R, H, L, d_k) x2, cached path
+    memory: Tensor  # encoder output: (B, L, d) per study when cached, (R, L, d) per row when not
+    mem_kv: list[tuple[Tensor, Tensor]] | None  # per decoder layer (B, H, L, d_k) x2, cached path
     cache: KVCache | None  # self-attention keys/values of past steps, cached path
     basis_kv: tuple[Tensor, Tensor] | None  # projected CRA basis (1, H, n, d_k) x2
     tir_bias: Tensor | None  # (max_len, L) k * sigmoid(M), None when the mask is off
@@ -82,7 +82,8 @@ class UAR(nn.Module):
         self.tir = TIRMask(cfg.max_len + 1, self.memory_len, cfg.tir_k) if cfg.use_tir else None
         self.register_buffer("stage_id", torch.tensor(1))
         for name, module in self.named_modules():
-            if isinstance(module, nn.Linear) and not name.startswith("cnn.trunk"):
+            # R2GenCMN: Xavier-uniform matrices; attention in_proj blocks are initialised per block
+            if isinstance(module, nn.Linear) and not name.endswith("in_proj"):
                 nn.init.xavier_uniform_(module.weight)
 
     @property
@@ -182,14 +183,15 @@ class UAR(nn.Module):
         if max_len > self.cfg.max_len + 1:
             raise ValueError(f"max_len={max_len} exceeds the model's maximum {self.cfg.max_len}")
         basis_kv = self.basis_kv()
-        memory = self.encode(visual, basis_kv).enc.repeat_interleave(beams, dim=0)  # (R, L, d)
-        rows = memory.shape[0]
-        tir_bias = self.tir.bias(max_len, memory.shape[1]) if self.tir_active(self.stage) else None
-        mem_kv = cache = None
+        enc = self.encode(visual, basis_kv).enc  # (B, L, d)
+        rows = enc.shape[0] * beams
+        tir_bias = self.tir.bias(max_len, enc.shape[1]) if self.tir_active(self.stage) else None
         if use_cache:
-            mem_kv = self.decoder.memory_kv(memory)
-            cache = self.decoder.new_cache(rows, max_len, memory)
-        return DecodeState(rows, memory, mem_kv, cache, basis_kv, tir_bias)
+            mem_kv = self.decoder.memory_kv(enc)  # projected once per study, shared by its beams
+            cache = self.decoder.new_cache(rows, max_len, enc)
+            return DecodeState(rows, enc, mem_kv, cache, basis_kv, tir_bias)
+        memory = enc.repeat_interleave(beams, dim=0)  # (R, L, d)
+        return DecodeState(rows, memory, None, None, basis_kv, tir_bias)
 
     def decode_step(self, state: DecodeState, prefix: Tensor) -> Tensor:
         """Log-probabilities (R, V) of the next word after ``prefix`` (R, t+1) = [0, w1..wt].

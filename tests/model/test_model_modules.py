@@ -107,9 +107,11 @@ def test_cra_shapes_and_attention_over_basis():
         cra.beta.normal_(0, 0.1)
         b_hat = cra.gamma * (cra.basis_scale * cra.basis) + cra.beta
         a = cra.attn
-        q = a.q_proj(e).view(3, 7, 4, 8).transpose(1, 2)
-        k = a.k_proj(b_hat).view(64, 4, 8).transpose(0, 1)
-        v = a.v_proj(b_hat).view(64, 4, 8).transpose(0, 1)
+        w_q, w_k, w_v = a.in_proj.weight.split(D)
+        b_q, b_k, b_v = a.in_proj.bias.split(D)
+        q = (e @ w_q.T + b_q).view(3, 7, 4, 8).transpose(1, 2)
+        k = (b_hat @ w_k.T + b_k).view(64, 4, 8).transpose(0, 1)
+        v = (b_hat @ w_v.T + b_v).view(64, 4, 8).transpose(0, 1)
         probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(8), dim=-1)  # (3, 4, 7, 64)
         f_tilde = a.out_proj((probs @ v).transpose(1, 2).reshape(3, 7, D))
         assert torch.allclose(cra(e), cra.fuse(e, f_tilde), atol=1e-5)
@@ -198,9 +200,11 @@ def test_attention_bias_added_before_scaling():
     attn = MultiHeadAttention(D, 4).eval()
     x, mem = torch.randn(2, 3, D), torch.randn(2, 5, D)
     bias = torch.randn(3, 5) * 10
-    q = attn.q_proj(x).view(2, 3, 4, 8).transpose(1, 2)
-    k = attn.k_proj(mem).view(2, 5, 4, 8).transpose(1, 2)
-    v = attn.v_proj(mem).view(2, 5, 4, 8).transpose(1, 2)
+    w_q, w_k, w_v = attn.in_proj.weight.split(D)
+    b_q, b_k, b_v = attn.in_proj.bias.split(D)
+    q = (x @ w_q.T + b_q).view(2, 3, 4, 8).transpose(1, 2)
+    k = (mem @ w_k.T + b_k).view(2, 5, 4, 8).transpose(1, 2)
+    v = (mem @ w_v.T + b_v).view(2, 5, 4, 8).transpose(1, 2)
     probs = torch.softmax((q @ k.transpose(-1, -2) + bias) / math.sqrt(8), dim=-1)  # same bias for all heads
     expected = attn.out_proj((probs @ v).transpose(1, 2).reshape(2, 3, D))
     assert torch.allclose(attn(x, mem, bias=bias), expected, atol=1e-5)
@@ -281,3 +285,20 @@ def test_uar_encode_align_and_stage():
         model.stage = 3
     with pytest.raises(ValueError, match="token ids"):
         model(torch.rand(3, 2, 1, 32, 32), REPORTS, 1)
+
+
+def test_cra_reuses_projected_basis_only_while_parameters_are_unchanged():
+    torch.manual_seed(0)
+    cra = CRA(D, n_heads=4, n_basis=64, dropout=0.0).eval()
+    e = torch.randn(2, 5, D)
+    with torch.no_grad():
+        first = cra.basis_kv()
+        assert cra.basis_kv() is first  # reused
+        before = cra(e)
+        cra.gamma.mul_(2.0)  # an in-place update invalidates the projection
+        assert cra.basis_kv() is not first
+        after = cra(e)
+    assert not torch.allclose(before, after)
+    with torch.enable_grad():
+        assert cra.basis_kv() is not cra.basis_kv()  # training always re-projects (autograd)
+    assert torch.allclose(cra(e), after, atol=1e-6)

@@ -17,7 +17,10 @@ from torch import Tensor, nn
 
 
 class MultiHeadAttention(nn.Module):
-    """Scaled dot-product attention with ``n_heads`` heads and separate Q/K/V/output linears.
+    """Scaled dot-product attention with ``n_heads`` heads, Q/K/V projections and an output linear.
+
+    W_Q, W_K and W_V are the three row blocks of one ``in_proj`` linear (as in
+    ``torch.nn.MultiheadAttention``), so self-attention projects all three in one matmul.
 
     Keys and values can be projected once with :meth:`project_kv` and reused (the cross-attention
     memory during decoding, the CRA basis); :meth:`attend` then only projects the queries.
@@ -30,10 +33,11 @@ class MultiHeadAttention(nn.Module):
         self.n_heads = n_heads
         self.d_k = d_model // n_heads
         self.dropout = dropout
-        self.q_proj = nn.Linear(d_model, d_model)
-        self.k_proj = nn.Linear(d_model, d_model)
-        self.v_proj = nn.Linear(d_model, d_model)
+        self.d_model = d_model
+        self.in_proj = nn.Linear(d_model, 3 * d_model)  # rows: W_Q, W_K, W_V
         self.out_proj = nn.Linear(d_model, d_model)
+        for i in range(3):  # each of W_Q, W_K, W_V initialised as its own d x d matrix
+            nn.init.xavier_uniform_(self.in_proj.weight[i * d_model : (i + 1) * d_model])
 
     def split_heads(self, x: Tensor) -> Tensor:
         """(B, N, d) -> (B, H, N, d_k)."""
@@ -42,11 +46,19 @@ class MultiHeadAttention(nn.Module):
 
     def project_q(self, x: Tensor) -> Tensor:
         """Queries (B, N, d) -> (B, H, N, d_k)."""
-        return self.split_heads(self.q_proj(x))
+        d = self.d_model
+        return self.split_heads(F.linear(x, self.in_proj.weight[:d], self.in_proj.bias[:d]))
 
     def project_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Keys and values of ``x`` (B, S, d), each (B, H, S, d_k)."""
-        return self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x))
+        d = self.d_model
+        k, v = F.linear(x, self.in_proj.weight[d:], self.in_proj.bias[d:]).split(d, dim=-1)
+        return self.split_heads(k), self.split_heads(v)
+
+    def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Self-attention queries, keys and values of ``x`` (B, N, d) in one matmul, each (B, H, N, d_k)."""
+        q, k, v = self.in_proj(x).split(self.d_model, dim=-1)
+        return self.split_heads(q), self.split_heads(k), self.split_heads(v)
 
     def attend_heads(
         self, q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None = None, bias: Tensor | None = None
@@ -79,5 +91,8 @@ class MultiHeadAttention(nn.Module):
         self, x: Tensor, kv: Tensor, *, mask: Tensor | None = None, bias: Tensor | None = None
     ) -> Tensor:
         """Attention of ``x`` (B, N, d) over ``kv`` (B, S, d) -> (B, N, d)."""
-        k, v = self.project_kv(kv)
-        return self.attend_heads(self.project_q(x), k, v, mask=mask, bias=bias)
+        if kv is x:
+            q, k, v = self.project_qkv(x)
+        else:
+            q, (k, v) = self.project_q(x), self.project_kv(kv)
+        return self.attend_heads(q, k, v, mask=mask, bias=bias)

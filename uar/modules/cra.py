@@ -95,13 +95,31 @@ class CRA(nn.Module):
         self.gamma = nn.Parameter(torch.ones(n_basis, d_model))
         self.beta = nn.Parameter(torch.zeros(n_basis, d_model))
         self.attn = MultiHeadAttention(d_model, n_heads, dropout)
+        self._kv_key: tuple[tuple[int, int], ...] | None = None
+        self._kv_cache: tuple[Tensor, Tensor] | None = None
         if fusion == "dual_gate":
             self.input_gate = DualGate(d_model)  # G_I
             self.forget_gate = DualGate(d_model)  # G_F
 
     def basis_kv(self) -> tuple[Tensor, Tensor]:
-        """Projected keys/values of ``B^ = gamma * B + beta``, each (1, H, n, d_k); reusable while
-        the parameters do not change (one generation call)."""
+        """Projected keys/values of ``B^ = gamma * B + beta``, each (1, H, n, d_k).
+
+        Without autograd (inference) the projection is kept and reused until one of the tensors it
+        depends on changes (in-place update, new storage), which saves ~2 n d^2 FLOPs per call.
+        """
+        if torch.is_grad_enabled():
+            return self._project_basis()
+        key = tuple((t.data_ptr(), t._version) for t in self._basis_inputs())
+        if self._kv_key != key:
+            self._kv_cache = self._project_basis()
+            self._kv_key = key
+        return self._kv_cache
+
+    def _basis_inputs(self) -> tuple[Tensor, ...]:
+        """The tensors the projected basis depends on."""
+        return (self.basis, self.gamma, self.beta, self.attn.in_proj.weight, self.attn.in_proj.bias)
+
+    def _project_basis(self) -> tuple[Tensor, Tensor]:
         b_hat = self.gamma * (self.basis_scale * self.basis) + self.beta  # (n, d)
         return self.attn.project_kv(b_hat.unsqueeze(0))
 
@@ -118,7 +136,10 @@ class CRA(nn.Module):
     def forward(self, e: Tensor, basis_kv: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """E (B, N, d) -> F (B, N, d); ``basis_kv`` from :meth:`basis_kv` skips re-projecting B^."""
         k, v = basis_kv if basis_kv is not None else self.basis_kv()
-        f_tilde = self.attn.attend_heads(self.attn.project_q(e), k, v)  # F~ (B, N, d), Eq. 8
+        b, n, d = e.shape
+        # CRA is token-wise: all B*N tokens are queries of one sequence over the shared basis
+        q = self.attn.project_q(e.reshape(1, b * n, d))  # (1, H, B*N, d_k)
+        f_tilde = self.attn.attend_heads(q, k, v).view(b, n, d)  # F~ (B, N, d), Eq. 8
         return self.fuse(e, f_tilde)
 
 

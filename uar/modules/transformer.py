@@ -115,18 +115,27 @@ class DecoderLayer(nn.Module):
         mem_kv: tuple[Tensor, Tensor],
         cross_bias: Tensor | None,
     ) -> Tensor:
-        """One decoding step: x (B, 1, d) at position ``cache.length`` -> (B, 1, d)."""
+        """One decoding step: x (R, 1, d) at position ``cache.length`` -> (R, 1, d).
+
+        ``mem_kv`` holds the projected memory of the B studies, (B, H, L, d_k) x2, with R = B * beams
+        rows ordered study-major; ``cross_bias`` is (1, L).
+        """
         t = cache.length
         h = self.norm1(x)
-        q = self.self_attn.project_q(h)  # (B, H, 1, d_k)
-        k, v = self.self_attn.project_kv(h)  # (B, H, 1, d_k) each
+        q, k, v = self.self_attn.project_qkv(h)  # (R, H, 1, d_k) each
         cache.kv[layer, 0, :, :, t] = k[:, :, 0]
         cache.kv[layer, 1, :, :, t] = v[:, :, 0]
         past_k = cache.kv[layer, 0, :, :, : t + 1]  # (B, H, t+1, d_k)
         past_v = cache.kv[layer, 1, :, :, : t + 1]
         x = x + self.drop(self.self_attn.attend_heads(q, past_k, past_v))
-        q = self.cross_attn.project_q(self.norm2(x))
-        x = x + self.drop(self.cross_attn.attend_heads(q, *mem_kv, bias=cross_bias))
+        q = self.cross_attn.project_q(self.norm2(x))  # (R, H, 1, d_k), R = B * beams
+        rows, heads, _, d_k = q.shape
+        b = mem_kv[0].shape[0]
+        # the beams of one study share its memory: they are that study's queries, so the memory's
+        # keys/values are never repeated per beam
+        q = q.view(b, rows // b, heads, d_k).transpose(1, 2)  # (B, H, beams, d_k)
+        out = self.cross_attn.attend_heads(q, *mem_kv, bias=cross_bias)  # (B, beams, d)
+        x = x + self.drop(out.reshape(rows, 1, -1))
         return x + self.drop(self.ff(self.norm3(x)))
 
 
@@ -163,7 +172,8 @@ class Decoder(nn.Module):
         mem_kv: list[tuple[Tensor, Tensor]],
         cross_bias: Tensor | None = None,
     ) -> Tensor:
-        """Cached step: x (B, 1, d) at position ``cache.length``, cross_bias (1, L) -> (B, 1, d)."""
+        """Cached step: x (R, 1, d) at position ``cache.length``, projected memory of B studies
+        (:meth:`memory_kv`), cross_bias (1, L) -> (R, 1, d); R = B * beams, study-major."""
         if cache.length >= cache.kv.shape[4]:
             raise ValueError(f"KV cache is full ({cache.kv.shape[4]} steps)")
         for i, (layer, kv) in enumerate(zip(self.layers, mem_kv, strict=True)):
