@@ -21,11 +21,14 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from uar.data.synthetic import Case
 from uar.eval.labeler import label_report, label_sentence
+
+if TYPE_CHECKING:  # synthetic.py imports this module for write_dataset
+    from uar.data.synthetic import Case
 
 FALLBACK_PATH = Path(__file__).with_name("fallback_sentences.txt")
 
@@ -61,7 +64,7 @@ _BLACKLIST = re.compile(
     r"osseous|bony|spine|\btrachea\b|cardiomyopathy|pericard|retrocardiac|costophrenic|blunt|"
     r"hyperexpan|hyperinflat|scolio|elevat|eventration|diaphragm|flatten|underinflat|\bvs\b|versus|"
     r"\bor\b[^.]*\brepresent|could|may|might|possib|probab|likely|suspect|concern|question|believ|"
-    r"otherwise|interim|develop|upper limit|borderline|:|\.\."
+    r"otherwise|interim|develop|upper limit|top limit|top normal|borderline|:|\.\."
 )
 # Words a distractor sentence (hyperinflation, scoliosis) may use although blacklisted otherwise.
 _DISTRACTOR_OK = re.compile(r"hyperexpan|hyperinflat|scolio|spine")
@@ -110,8 +113,8 @@ def _signature(text: str) -> tuple[tuple[str, int], ...]:
 def split_report(text: str) -> list[str]:
     """Split a report into sentences, keeping their case; each ends with a full stop."""
     out = []
-    for part in re.split(r"(?<=[.!?])\s+", text.strip()):
-        part = part.strip()
+    for part in re.split(r"(?<=[.!?])\s+|(?<=[a-z][.!?])(?=[A-Z])", text.strip()):
+        part = re.sub(r"\b(\w+) \1\b", r"\1", part.strip())
         if part:
             out.append(part if part[-1] in ".!?" else part + ".")
     return out
@@ -271,10 +274,14 @@ def finding_items(case: Case) -> list[Item]:
         items.append(Item("Fracture", (*req, r"\brib\b"), tuple(forb), 3))
     if f.scoliosis:
         items.append(Item(None, (r"\bscoliosis\b",), (), 3))
+    # the renderer draws the pacemaker on the left chest and the central line from the right neck
+    wrong_side = {"pacemaker": r"\bright (?:chest|subclavian|sided|pectoral)\b", "central_line": r"\bleft\b"}
     for name, pattern in _DEVICES.items():
         if getattr(f.devices, name):
-            others = tuple(p for k, p in _DEVICES.items() if k != name)
-            items.append(Item("Support Devices", (pattern,), (*others, r"\b(?:removal|removed)\b"), 4))
+            forbid = [p for k, p in _DEVICES.items() if k != name] + [r"\b(?:removal|removed)\b"]
+            if name in wrong_side:
+                forbid.append(wrong_side[name])
+            items.append(Item("Support Devices", (pattern,), tuple(forbid), 4))
     return items
 
 
@@ -298,15 +305,29 @@ def _candidates(bank: SentenceBank, item: Item, target: dict[str, int], covered:
     return out
 
 
-def _negative_candidates(bank: SentenceBank, key: str, remaining: set[str]) -> list[Sentence]:
-    """Sentences negating ``key`` whose every observation is a remaining negative."""
+# Statements that call a whole section normal; not used when that section has a finding.
+_SECTION_NORMAL = {
+    0: re.compile(r"\b(?:heart and mediastinum|cardiomediastinal)\b"),
+    1: re.compile(r"\b(?:lungs?|lung fields?)\b[^.]*\b(?:clear|normal|unremarkable)\b|\bclear lungs?\b"),
+    2: re.compile(r"\bpleural spaces?\b"),
+}
+
+
+def _negative_candidates(
+    bank: SentenceBank, key: str, remaining: set[str], abnormal_sections: set[int]
+) -> list[Sentence]:
+    """Sentences negating ``key`` whose every observation is a remaining negative, with no side
+    words and no whole-section normal statement for a section that has a finding."""
     out = []
     for i in bank.by_obs.get(key, []):
         s = bank.sentences[i]
-        if all(v == 0 and k in remaining for k, v in s.signature) and not re.search(
-            r"\b(?:right|left)\b", s.norm
-        ):
-            out.append(s)
+        if not all(v == 0 and k in remaining for k, v in s.signature):
+            continue
+        if re.search(r"\b(?:right|left)\b", s.norm):
+            continue
+        if any(_SECTION_NORMAL[sec].search(s.norm) for sec in abnormal_sections if sec in _SECTION_NORMAL):
+            continue
+        out.append(s)
     return out
 
 
@@ -325,11 +346,12 @@ def _compose_once(case: Case, banks: list[SentenceBank], rng: np.random.Generato
         covered.update(k for k, _ in s.signature)
         picked.append(((item.section, 0, n), s))
     remaining = {k for k, v in target.items() if v == 0 and k not in covered}
+    abnormal = {SECTION[k] for k, v in target.items() if v == 1}
     n = 0
     while remaining:
         key = min(remaining, key=ORDER.index)
         for bank in banks:
-            cands = _negative_candidates(bank, key, remaining)
+            cands = _negative_candidates(bank, key, remaining, abnormal)
             if cands:
                 break
         else:

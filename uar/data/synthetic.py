@@ -15,11 +15,15 @@ seed always gives the same pixels.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from PIL import Image
+from tqdm import tqdm
 
 from uar.eval.labeler import OBSERVATIONS
 
@@ -239,7 +243,7 @@ class Case:
 # --------------------------------------------------------------------------------------------
 # Sampling: the prevalence design
 # --------------------------------------------------------------------------------------------
-P_NORMAL = 0.36
+P_NORMAL = 0.31
 # Relative weights of the finding types in abnormal cases (1-3 types per case, without replacement).
 FINDING_WEIGHTS: dict[str, float] = {
     "cardiomegaly": 0.19,
@@ -386,7 +390,7 @@ def _sample_negatives(rng: np.random.Generator, labels_pos: set[str]) -> tuple[s
 def sample_case(rng: np.random.Generator, *, seed: int | None = None) -> Case:
     """Draw one case from the prevalence design.
 
-    36 % of cases are normal; the others have 1-3 finding types drawn from :data:`FINDING_WEIGHTS`
+    31 % of cases are normal; the others have 1-3 finding types drawn from :data:`FINDING_WEIGHTS`
     (cardiomegaly and effusion ~15 %, devices ~12 %, lesion, opacity, atelectasis ~9 %, ...).
     ``seed`` (default: drawn from ``rng``) seeds the rendering noise of the case.
     """
@@ -758,9 +762,9 @@ def _frontal(case: Case, cv: _Canvas, rng: np.random.Generator) -> np.ndarray:
                     lg.cx + lg.rx, lg.cx + lg.rx * 0.45, xs + edge
                 )
             else:
-                dens = _smooth(
-                    1.1, 0.7, _ellipse(xs, y, 0.25, hy - 0.12, op.extent, op.extent * 1.4) + 0.15 * noise
-                )
+                border = (0.65 if op.side == "left" else 0.35) * heart_w  # heart border (silhouette sign)
+                e_mid = _ellipse(xs, y, border + 0.4 * op.extent, hy - 0.1, op.extent, op.extent * 1.3)
+                dens = _smooth(1.1, 0.7, e_mid + 0.15 * noise)
             bronch = cv.lines(*_vessel_tree(rng, (lg.sign * (cx - 0.08), cy - 0.05), lg.sign, 0.5)[:2])
             air *= 1.0 - 0.9 * dens
             att += 0.12 * dens - 0.1 * np.clip(bronch, 0.0, 1.0) * dens
@@ -937,13 +941,15 @@ def _lateral(case: Case, cv: _Canvas, rng: np.random.Generator) -> np.ndarray:
         air *= 1.0 - (0.65 if len(f.effusions) == 1 else 0.9) * fluid
         vessels *= 1.0 - fluid
     att += 0.12 * vessels
-    centres = {"upper": (0.15, -0.45), "middle": (-0.3, 0.05), "lower": (0.35, dia - 0.15)}
+    centres = {"upper": (0.15, -0.45), "middle": (-0.25, 0.0), "lower": (0.35, dia - 0.15)}
     for op in f.opacities:
         ox, oy = centres[op.zone]
         noise = np.clip(_lowfreq(rng, cv.size, 7), -1.5, 1.5)
         eo = _ellipse(x, y, ox, oy, op.extent * 1.2, op.extent)
         if op.kind == "consolidation":
-            air *= 1.0 - 0.7 * _smooth(1.15, 0.6, eo + 0.12 * noise)
+            dens = _smooth(1.15, 0.6, eo + 0.12 * noise)
+            air *= 1.0 - 0.7 * dens
+            att += 0.1 * dens
         elif op.kind == "opacity":
             air *= 1.0 - 0.4 * _smooth(1.15, 0.3, eo + 0.25 * noise)
         else:
@@ -1049,3 +1055,86 @@ def render(case: Case, view: View, rng: np.random.Generator | None = None, *, si
     cv = _Canvas.make(size, case.acquisition)
     att = _frontal(case, cv, rng) if view == "frontal" else _lateral(case, cv, rng)
     return _display(att, case, cv, rng, view)
+
+
+# --------------------------------------------------------------------------------------------
+# Dataset writer (R2Gen layout)
+# --------------------------------------------------------------------------------------------
+SPLITS = ("train", "val", "test")
+
+
+def _save_png(img: np.ndarray, path: Path) -> None:
+    """8-bit greyscale PNG of a [0, 1] image."""
+    Image.fromarray(np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8), mode="L").save(path)
+
+
+def split_counts(n: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:
+    """Numbers of train / val / test cases for ``n`` cases and the given fractions (sum 1)."""
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
+    n_val = round(n * fractions[1])
+    n_test = round(n * fractions[2])
+    return n - n_val - n_test, n_val, n_test
+
+
+def write_dataset(
+    out: str | Path,
+    n: int,
+    seed: int,
+    corpus: str | Path | None = None,
+    dicom: bool = False,
+    *,
+    splits: tuple[float, float, float] = (0.7, 0.1, 0.2),
+    size: int = 256,
+    dicom_size: int = 512,
+    progress: bool = True,
+) -> Path:
+    """Write ``n`` synthetic studies in the R2Gen layout; returns the path of ``annotation.json``.
+
+    Layout: ``out/annotation.json`` (``{"train": [...], "val": [...], "test": [...]}``, entries with
+    ``id``, ``report``, ``image_path`` = [frontal, lateral] relative to ``out/images``, ``split``,
+    ``labels`` = the 14 observations), ``out/images/<id>/0.png`` (frontal) and ``1.png`` (lateral)
+    at ``size`` pixels, ``out/cases.jsonl`` (every case's parameters) and, with ``dicom``,
+    ``out/dicom/<id>/{frontal,lateral}.dcm`` at ``dicom_size`` pixels (:func:`write_study`).
+    Case ``i`` is drawn from ``default_rng([seed, i])``: the same arguments give the same bytes.
+    ``corpus`` is an R2Gen ``annotation.json`` whose split ``s`` supplies the report sentences of
+    split ``s`` (None: the built-in sentences).
+    """
+    from uar.data.report_composer import SentenceBank, compose_report
+
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    root = Path(out)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    banks: dict[str, SentenceBank | None] = {
+        s: (SentenceBank.from_annotation(corpus, s) if corpus is not None else None) for s in SPLITS
+    }
+    write_study = None
+    if dicom:  # imported here: synthetic_dicom imports this module
+        from uar.data.synthetic_dicom import write_study
+    n_train, n_val, _ = split_counts(n, splits)
+    annotation: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+    with open(root / "cases.jsonl", "w", encoding="utf-8") as cases_fh:
+        for i in tqdm(range(n), desc="synthetic studies", unit="study", disable=None if progress else True):
+            split = "train" if i < n_train else "val" if i < n_train + n_val else "test"
+            case = sample_case(np.random.default_rng([seed, i]))
+            sid = f"syn{seed}_{i:06d}"
+            (root / "images" / sid).mkdir(exist_ok=True)
+            for k, view in enumerate(("frontal", "lateral")):
+                _save_png(render(case, view, size=size), root / "images" / sid / f"{k}.png")
+            report = compose_report(case, banks[split], np.random.default_rng([seed, i, 1]))
+            annotation[split].append(
+                {
+                    "id": sid,
+                    "report": report,
+                    "image_path": [f"{sid}/0.png", f"{sid}/1.png"],
+                    "split": split,
+                    "labels": case.labels,
+                }
+            )
+            cases_fh.write(json.dumps({"id": sid, "case": case.to_dict()}) + "\n")
+            if write_study is not None:
+                write_study(root / "dicom" / sid, case, seed, size=dicom_size)
+    path = root / "annotation.json"
+    path.write_text(json.dumps(annotation, indent=1), encoding="utf-8")
+    return path
