@@ -136,6 +136,7 @@ def test_uar_evaluate_cli_with_compare(
         "ce_micro_f1",
         "ce_macro_f1",
         "ce_per_observation",
+        "ce5_micro_f1",
         "retrieval",
         "n",
         "sanity",
@@ -153,6 +154,7 @@ def test_uar_evaluate_cli_with_compare(
     assert 0.0 <= retrieval["recall_at_1"] <= retrieval["recall_at_5"] <= retrieval["recall_at_10"] == 1.0
     assert 0.0 <= result["sanity"]["duplicate_share"] <= 1.0
     assert [r["model_name"] for r in result["compare"]] == ["uar-tiny-base"]
+    assert result["device"] == "cpu"
     # printed: one table with both runs and the paper's rows, CE tables, sanity figures
     assert "| uar-tiny-uar (uar.safetensors) |" in printed
     assert "| uar-tiny-base (base.safetensors) |" in printed

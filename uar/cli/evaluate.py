@@ -41,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-studies", type=int, help="evaluate only the first N studies")
     p.add_argument("--batch-size", type=int, default=16, help="studies per generation batch (16)")
     p.add_argument("--no-meteor", action="store_true", help="skip METEOR (it needs Java)")
+    p.add_argument("--device", default="cpu", help="torch device for generation (cpu, cuda, cuda:1, ...)")
     p.set_defaults(func=run)
 
 
@@ -69,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
             max_studies=args.max_studies,
             batch_size=args.batch_size,
             meteor=not args.no_meteor,
+            device=args.device,
         )
         for path in [args.checkpoint, *args.compare]
     ]

@@ -147,6 +147,7 @@ def evaluate_checkpoint(
     batch_size: int = 16,
     meteor: bool = True,
     n_samples: int = 3,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Generate and score every study of ``split`` of the R2Gen-format dataset at ``data``.
 
@@ -160,12 +161,13 @@ def evaluate_checkpoint(
         batch_size: studies per generation batch.
         meteor: run the METEOR jar (needs Java).
         n_samples: how many (generated, reference) pairs to keep in the result for inspection.
+        device: torch device for generation and alignment features ("cpu", "cuda", ...).
 
     Returns the result dict (keys documented in docs/evaluation.md).
     """
     ckpt = load_checkpoint(checkpoint)
     gen = ReportGenerator(ckpt)
-    tok, cfg, model = ckpt.text_tokenizer, ckpt.cfg, ckpt.model
+    tok, cfg, model = ckpt.text_tokenizer, ckpt.cfg, ckpt.model.to(device)
     dataset = R2GenDataset(data, split, tok, n_views=cfg.n_views, image_size=cfg.image_size, train=False)
     n = len(dataset) if max_studies is None else min(len(dataset), max_studies)
     if n == 0:
@@ -179,15 +181,15 @@ def evaluate_checkpoint(
     for start in tqdm(range(0, n, batch_size), desc="evaluate", unit="batch", disable=None):
         studies = [dataset[i] for i in range(start, min(n, start + batch_size))]
         views = [[_as_array(img) for img in s.images] for s in studies]
-        visual = gen.visual_input([(v[0], v[1] if len(v) > 1 else None) for v in views])
+        visual = gen.visual_input([(v[0], v[1] if len(v) > 1 else None) for v in views]).to(device)
         if beam_size == 1:
             hyp_ids.extend(greedy(model, visual))
         else:
             hyp_ids.extend(beam_search(model, visual, beam_size=beam_size))
         reports = [s.report for s in studies]
-        img_vec, rep_vec = model.align_features(visual, _report_ids(tok, reports))  # (B, d) each
-        img_vecs.append(img_vec)
-        rep_vecs.append(rep_vec)
+        img_vec, rep_vec = model.align_features(visual, _report_ids(tok, reports).to(device))  # (B, d) each
+        img_vecs.append(img_vec.cpu())
+        rep_vecs.append(rep_vec.cpu())
         raw_refs.extend(reports)
         gt_labels.extend(getattr(s, "labels", None) or None for s in studies)
 
@@ -201,6 +203,7 @@ def evaluate_checkpoint(
         "split": split,
         "n": n,
         "beam_size": beam_size,
+        "device": str(device),
         "references": "r2gen_vocab_roundtrip" if r2gen_references else "cleaned",
     }
     result.update(nlg_metrics(refs, hyps, meteor=meteor))
