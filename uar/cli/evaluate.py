@@ -37,6 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="score against references rebuilt through the truncated vocabulary, as R2Gen did",
     )
+    p.add_argument(
+        "--both-references",
+        action="store_true",
+        help="also score against the other kind of references (second set of NLG keys in the JSON)",
+    )
     p.add_argument("--compare", nargs="+", type=Path, default=[], metavar="C", help="more checkpoints")
     p.add_argument("--max-studies", type=int, help="evaluate only the first N studies")
     p.add_argument("--batch-size", type=int, default=16, help="studies per generation batch (16)")
@@ -71,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             meteor=not args.no_meteor,
             device=args.device,
+            both_references=args.both_references,
         )
         for path in [args.checkpoint, *args.compare]
     ]
@@ -86,7 +92,12 @@ def run(args: argparse.Namespace) -> int:
         reference = {**PAPER_ABLATION_ROWS, **reference}
     refs_note = "R2Gen vocabulary round-trip references" if args.r2gen_references else "cleaned references"
     print(f"\n## {args.split} split, n = {results[0]['n']}, beam {args.beam}, {refs_note}\n")
-    print(markdown_table([(_label(r), r) for r in results], reference))
+    runs = [(_label(r), r) for r in results]
+    for r in results:
+        for key, kind in (("nlg_r2gen_references", "R2Gen refs"), ("nlg_cleaned_references", "cleaned refs")):
+            if key in r:
+                runs.append((f"{_label(r)}, {kind}", {**r, **r[key]}))
+    print(markdown_table(runs, reference))
     for r in results:
         ce = CEResult.from_dict(r)
         print(f"\n### {_label(r)}: CE against labeled reference reports (rule-based labeler)\n")

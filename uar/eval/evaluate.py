@@ -148,6 +148,7 @@ def evaluate_checkpoint(
     meteor: bool = True,
     n_samples: int = 3,
     device: str = "cpu",
+    both_references: bool = False,
 ) -> dict[str, Any]:
     """Generate and score every study of ``split`` of the R2Gen-format dataset at ``data``.
 
@@ -162,6 +163,8 @@ def evaluate_checkpoint(
         meteor: run the METEOR jar (needs Java).
         n_samples: how many (generated, reference) pairs to keep in the result for inspection.
         device: torch device for generation and alignment features ("cpu", "cuda", ...).
+        both_references: also score the same generations against the other reference kind, under
+            ``"nlg_r2gen_references"`` or ``"nlg_cleaned_references"``.
 
     Returns the result dict (keys documented in docs/evaluation.md).
     """
@@ -207,6 +210,10 @@ def evaluate_checkpoint(
         "references": "r2gen_vocab_roundtrip" if r2gen_references else "cleaned",
     }
     result.update(nlg_metrics(refs, hyps, meteor=meteor))
+    if both_references:
+        other = [reference_text(tok, r, r2gen_references=not r2gen_references) for r in raw_refs]
+        key = "nlg_cleaned_references" if r2gen_references else "nlg_r2gen_references"
+        result[key] = nlg_metrics(other, hyps, meteor=meteor)
 
     hyp_labels = [label_report(h) for h in hyps]
     ref_labels = [label_report(r) for r in raw_refs]
