@@ -417,7 +417,8 @@ def sample_case(rng: np.random.Generator, *, seed: int | None = None) -> Case:
 # --------------------------------------------------------------------------------------------
 def _smooth(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
     """Smoothstep from 0 at ``e0`` to 1 at ``e1`` (either order)."""
-    t = np.clip((x - e0) / (e1 - e0), 0.0, 1.0)
+    t = (x - e0) * np.float32(1.0 / (e1 - e0))
+    np.clip(t, 0.0, 1.0, out=t)
     return t * t * (3.0 - 2.0 * t)
 
 
@@ -505,30 +506,45 @@ class _Canvas:
         return (ix + 1.0) * self.size / 2.0 - 0.5, (iy + 1.0) * self.size / 2.0 - 0.5
 
     def lines(
-        self, polylines: list[np.ndarray], widths: list[float], values: list[float] | None = None
+        self,
+        polylines: np.ndarray | list[np.ndarray],
+        widths: np.ndarray | list[float],
+        values: np.ndarray | list[float] | None = None,
     ) -> np.ndarray:
-        """Rasterise anatomy polylines ((N, 2) arrays) as soft lines of the given widths (anatomy units).
+        """Rasterise anatomy polylines as soft lines of the given widths (anatomy units).
 
-        Returns a (H, W) map whose value on a line is about its ``values`` entry (default 1).
+        ``polylines``: an (M, K, 2) array or a list of (K_i, 2) arrays. Returns a (H, W) map whose
+        value on a line is about its ``values`` entry (default 1).
         """
+        w_all = np.asarray(widths, dtype=np.float64)
+        v_all = np.ones(len(w_all)) if values is None else np.asarray(values, dtype=np.float64)
+        if isinstance(polylines, np.ndarray):
+            batches = [(polylines, np.arange(len(polylines)))]
+        else:
+            by_len: dict[int, list[int]] = {}
+            for i, pl in enumerate(polylines):
+                by_len.setdefault(len(pl), []).append(i)
+            batches = [(np.stack([polylines[i] for i in idx]), np.array(idx)) for idx in by_len.values()]
         step = self.px_unit * 0.5
-        values = values or [1.0] * len(polylines)
+        sigmas = np.maximum(0.5, np.round(2.0 * w_all / self.px_unit / 2.5) / 2.0)  # (M,) pixels
+        groups: dict[float, list[tuple[np.ndarray, np.ndarray]]] = {}
+        for poly, idx in batches:
+            seg = np.diff(poly, axis=1)  # (B, K-1, 2)
+            seg_len = np.hypot(seg[..., 0], seg[..., 1])  # (B, K-1)
+            n = max(1, int(math.ceil(float(seg_len.max()) / step)))
+            t = np.arange(n) / n
+            pts = poly[:, :-1, None, :] + seg[:, :, None, :] * t[None, None, :, None]  # (B, K-1, n, 2)
+            wts = np.broadcast_to(
+                (seg_len / n / self.px_unit)[..., None] * v_all[idx, None, None], pts.shape[:3]
+            )
+            for sigma in np.unique(sigmas[idx]):
+                sel = sigmas[idx] == sigma
+                groups.setdefault(float(sigma), []).append((pts[sel].reshape(-1, 2), wts[sel].ravel()))
         out = np.zeros((self.size, self.size), dtype=np.float32)
-        groups: dict[float, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
-        for pl, wd, val in zip(polylines, widths, values, strict=True):
-            seg = np.diff(pl, axis=0)
-            n = np.maximum(1, (np.hypot(seg[:, 0], seg[:, 1]) / step).astype(int))
-            t = np.concatenate([np.arange(k) / k for k in n])
-            idx = np.repeat(np.arange(len(seg)), n)
-            pts = pl[idx] + seg[idx] * t[:, None]
-            sigma = max(0.5, round(2.0 * wd / self.px_unit / 2.5) / 2.0)
-            groups.setdefault(sigma, []).append((pts[:, 0], pts[:, 1], np.full(len(pts), val)))
         for sigma, items in groups.items():
-            xs = np.concatenate([a for a, _, _ in items])
-            ys = np.concatenate([b for _, b, _ in items])
-            vs = np.concatenate([v for _, _, v in items]) * (step / self.px_unit)
-            cx, cy = self.to_pixels(xs, ys)
-            m = _splat(self.size, cx, cy, vs)
+            p = np.concatenate([a for a, _ in items])
+            cx, cy = self.to_pixels(p[:, 0], p[:, 1])
+            m = _splat(self.size, cx, cy, np.concatenate([b for _, b in items]))
             out += blur(m, sigma) * (sigma * 2.5066)
         return out
 
@@ -602,36 +618,34 @@ def _zone_y(lung: _Lung, zone: Zone, t: float) -> float:
 
 def _vessel_tree(
     rng: np.random.Generator, start: tuple[float, float], sign: int, scale: float = 1.0
-) -> tuple[list[np.ndarray], list[float], list[float]]:
-    """Branching pulmonary vessels from a hilum: polylines, widths and intensities."""
-    polys: list[np.ndarray] = []
-    widths: list[float] = []
-    vals: list[float] = []
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Branching pulmonary vessels from a hilum, four generations of random-walk branches.
 
-    def branch(p: np.ndarray, ang: float, length: float, width: float, level: int) -> None:
-        n = 6
-        pts = [p]
-        a = ang
-        for _ in range(n):
-            a += rng.normal(0.0, 0.12)
-            pts.append(pts[-1] + length / n * np.array([math.cos(a) * sign, math.sin(a)]))
-        polys.append(np.array(pts))
-        widths.append(width)
-        vals.append(1.0 - 0.2 * level)
-        if level < 3:
-            for k, da in enumerate((rng.uniform(0.25, 0.55), -rng.uniform(0.25, 0.55))):
-                mid = pts[3 + k] if level < 2 else pts[-1]
-                branch(mid if k == 0 else pts[-1], a + da, length * 0.62, width * 0.68, level + 1)
-
-    for ang in (-1.8, -1.45, -1.1, -0.7, -0.3, 0.1, 0.5, 0.9, 1.3, 1.6):
-        branch(
-            np.array(start, dtype=np.float64) + rng.normal(0.0, (0.03, 0.06)),
-            ang + rng.normal(0.0, 0.12),
-            rng.uniform(0.16, 0.28) * scale,
-            0.014 * scale,
-            0,
-        )
-    return polys, widths, vals
+    Returns polylines (M, 7, 2), widths (M,) and intensities (M,), anatomy units.
+    """
+    n_steps = 6
+    base = np.array([-1.8, -1.45, -1.1, -0.7, -0.3, 0.1, 0.5, 0.9, 1.3, 1.6])  # radians from lateral
+    starts = np.asarray(start) + rng.normal(0.0, (0.03, 0.06), size=(len(base), 2))
+    angles = base + rng.normal(0.0, 0.12, len(base))
+    lengths = rng.uniform(0.16, 0.28, len(base)) * scale
+    width = 0.014 * scale
+    polys, widths, vals = [], [], []
+    for level in range(4):
+        m = len(angles)
+        a = angles[:, None] + np.cumsum(rng.normal(0.0, 0.12, (m, n_steps)), axis=1)  # (m, 6)
+        steps = (lengths / n_steps)[:, None, None] * np.stack([np.cos(a) * sign, np.sin(a)], axis=-1)
+        pts = np.concatenate(
+            [starts[:, None], starts[:, None] + np.cumsum(steps, axis=1)], axis=1
+        )  # (m, 7, 2)
+        polys.append(pts)
+        widths.append(np.full(m, width))
+        vals.append(np.full(m, 1.0 - 0.2 * level))
+        da = rng.uniform(0.25, 0.55, (m, 2)) * np.array([1.0, -1.0])
+        starts = np.concatenate([pts[:, 3] if level < 2 else pts[:, -1], pts[:, -1]])
+        angles = np.concatenate([a[:, -1] + da[:, 0], a[:, -1] + da[:, 1]])
+        lengths = np.concatenate([lengths, lengths]) * 0.62
+        width *= 0.68
+    return np.concatenate(polys), np.concatenate(widths), np.concatenate(vals)
 
 
 def _frontal(case: Case, cv: _Canvas, rng: np.random.Generator) -> np.ndarray:
@@ -684,18 +698,13 @@ def _frontal(case: Case, cv: _Canvas, rng: np.random.Generator) -> np.ndarray:
     att += 0.08 * heart_core
 
     # hila and vessels
-    vessel_polys: list[np.ndarray] = []
-    vessel_w: list[float] = []
-    vessel_v: list[float] = []
+    trees = []
     for side, lg in lungs.items():
         hy_h = -0.06 - (0.04 if side == "left" else 0.0)
         hx = lg.sign * 0.2
         att += (0.14 + 0.08 * f.edema) * np.exp(-(((x - hx) / 0.07) ** 2) - ((y - hy_h) / 0.12) ** 2)
-        polys, widths, vals = _vessel_tree(rng, (hx, hy_h), lg.sign)
-        vessel_polys += polys
-        vessel_w += widths
-        vessel_v += vals
-    vessels = blur(cv.lines(vessel_polys, vessel_w, vessel_v), 0.6)
+        trees.append(_vessel_tree(rng, (hx, hy_h), lg.sign))
+    vessels = blur(cv.lines(*(np.concatenate(parts) for parts in zip(*trees, strict=True))), 0.6)
     if f.edema:
         vessels = blur(vessels, 0.6 / cv.px_unit * 0.01) * (1.3 + 0.4 * _smooth(0.0, -0.5, y))
 
@@ -927,9 +936,8 @@ def _lateral(case: Case, cv: _Canvas, rng: np.random.Generator) -> np.ndarray:
     air *= 1.0 - med
     att += 0.05 * heart_core
     att += 0.15 * np.exp(-(((x - 0.05) / 0.08) ** 2) - ((y + 0.08) / 0.12) ** 2)  # hila
-    polys, widths, vals = _vessel_tree(rng, (0.05, -0.08), 1, 0.8)
-    polys2, widths2, vals2 = _vessel_tree(rng, (0.05, -0.08), -1, 0.8)
-    vessels = blur(cv.lines(polys + polys2, widths + widths2, vals + vals2), 0.6) * lung
+    trees = [_vessel_tree(rng, (0.05, -0.08), sign, 0.8) for sign in (1, -1)]
+    vessels = blur(cv.lines(*(np.concatenate(parts) for parts in zip(*trees, strict=True))), 0.6) * lung
     trachea = _smooth(0.045, 0.03, np.abs(x - (-0.06 + 0.16 * (y + 1.0) / 0.8))) * _smooth(-0.2, -0.28, y)
     att -= 0.2 * trachea
 
