@@ -63,7 +63,17 @@ _EVIDENCE_TYPE2 = (
     "StudyTime",
     "ReferringPhysicianName",
 )
-_CHECKED_VRS = frozenset({"AS", "CS", "DA", "DS", "DT", "IS", "LO", "PN", "SH", "TM"})
+# Patient and study attributes copied into the SR, checked against their VR.
+_VALIDATED = (
+    *_EVIDENCE_TYPE2,
+    "IssuerOfPatientID",
+    "PatientBirthTime",
+    "PatientAge",
+    "PatientSize",
+    "PatientWeight",
+    "EthnicGroup",
+    "StudyDescription",
+)
 _LANGUAGE_NAMES = {"en-US": "English (United States)", "en-GB": "English (United Kingdom)", "en": "English"}
 _LABEL_WORDS = {1: "positive", 0: "negative", -1: "uncertain"}
 
@@ -147,15 +157,16 @@ def evidence_header(ds: pydicom.Dataset) -> pydicom.Dataset:
     for kw in _EVIDENCE_TYPE2:
         if kw not in header:
             setattr(header, kw, "")
-    for element in header:
-        if element.VR not in _CHECKED_VRS or element.VM != 1 or element.value in (None, ""):
+    for kw in _VALIDATED:
+        if kw not in header:
+            continue
+        element = header.data_element(kw)
+        if element.value in (None, "") or element.VM != 1:
             continue
         try:
-            validate_value(element.VR, element.value, config.RAISE)
+            validate_value(element.VR, str(element.value), config.RAISE)
         except ValueError:
-            log.warning(
-                "source %s is not a valid %s value; left empty in the SR", element.keyword, element.VR
-            )
+            log.warning("source %s is not a valid %s value; left empty", kw, element.VR)
             element.value = ""
     return header
 
