@@ -183,7 +183,7 @@ class Rejection:
         }
 
 
-@dataclass
+@dataclass(eq=False)
 class _Candidate:
     path: Path
     dataset: pydicom.Dataset
@@ -412,23 +412,26 @@ def _views_from_images(eligible: list[_Candidate], details: list[str]) -> None:
 
 def _select(study_uid: str, instances: list[_Candidate]) -> CXRStudy | Rejection:
     files = [c.path.name for c in instances]
+    is_image = [("Rows" in c.dataset and "Columns" in c.dataset) for c in instances]
+    for c, image in zip(instances, is_image, strict=True):
+        if not image:
+            log.info("study %s: ignoring non-image instance %s", uid_tag(study_uid), c.path.name)
+    images = _dedupe([c for c, image in zip(instances, is_image, strict=True) if image], study_uid)
+    if not images:
+        return Rejection(study_uid, "no image instances in the study", files)
+    problems: list[str] = []
     details: list[str] = []
     eligible: list[_Candidate] = []
-    images = _dedupe([c for c in instances if "Rows" in c.dataset and "Columns" in c.dataset], study_uid)
-    for c in instances:
-        if c not in images:
-            log.info("study %s: ignoring non-image instance %s", uid_tag(study_uid), c.path.name)
     for c in images:
         problem = chest_problem(c.dataset)
         if problem is not None:
+            problems.append(problem)
             details.append(f"{c.path.name}: {problem}")
             continue
         c.view, c.view_source = classify_view(c.dataset)
         eligible.append(c)
-    if not images:
-        return Rejection(study_uid, "no image instances in the study", files, details)
     if not eligible:
-        reason = details[0].split(": ", 1)[1] if len(images) == 1 else "no chest CR/DX image in the study"
+        reason = problems[0] if len(set(problems)) == 1 else "no chest CR/DX image in the study"
         return Rejection(study_uid, reason, files, details)
     _views_from_images(eligible, details)
     chosen: dict[View, _Candidate] = {}

@@ -159,3 +159,27 @@ def test_any_transfer_syntax_and_recursive_folders(dicom_dir: Path, tmp_path: Pa
     for s in studies:
         pixels = s.frontal.pixels
         assert pixels.dtype == np.float32 and 0.0 <= pixels.min() < pixels.max() <= 1.0
+
+
+def test_mixed_study_uses_only_its_chest_images(dicom_dir: Path, tmp_path: Path) -> None:
+    source = dicom_dir / SMALL_CHEST_FILE
+    study_uid = generate_uid()
+    chest = derived_instance(source, tmp_path / "a", study_uid=study_uid, series_uid=generate_uid())
+    derived_instance(
+        source, tmp_path / "a", study_uid=study_uid, series_uid=generate_uid(), BodyPartExamined="HAND"
+    )
+    [study] = load_studies(tmp_path / "a")
+    assert isinstance(study, CXRStudy) and study.sop_instance_uids == [chest.SOPInstanceUID]
+    # two different problems: a summary reason, and one detail per instance
+    other = generate_uid()
+    derived_instance(source, tmp_path / "b", study_uid=other, series_uid=generate_uid(), Modality="MG")
+    derived_instance(
+        source, tmp_path / "b", study_uid=other, series_uid=generate_uid(), BodyPartExamined="SKULL"
+    )
+    [rejection] = load_studies(tmp_path / "b")
+    assert isinstance(rejection, Rejection)
+    assert rejection.reason == "no chest CR/DX image in the study"
+    assert sorted(d.split(": ", 1)[1] for d in rejection.details) == [
+        "Modality 'MG' is not CR or DX",
+        "not a chest radiograph: BodyPartExamined 'SKULL'",
+    ]
