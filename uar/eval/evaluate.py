@@ -194,7 +194,7 @@ def evaluate_checkpoint(
         img_vecs.append(img_vec.cpu())
         rep_vecs.append(rep_vec.cpu())
         raw_refs.extend(reports)
-        gt_labels.extend(getattr(s, "labels", None) or None for s in studies)
+        gt_labels.extend(s.labels or None for s in studies)
 
     hyps = [tok.decode(ids) for ids in hyp_ids]
     refs = [reference_text(tok, r, r2gen_references=r2gen_references) for r in raw_refs]
