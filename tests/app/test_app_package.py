@@ -6,7 +6,9 @@ point on every machine, even one with Docker, ``docker`` on PATH is replaced by 
 everything before it is real: ``scripts/package-map.sh`` installs holoscan-cli 4.2.0 from the
 package registry into a venv cached under ``build/`` (git-ignored), stages the app and runs
 ``holoscan package -l DEBUG --source <manifest keyed by the installed Holoscan version>``, which
-prints the app.json, pkg.json and Dockerfile it generated. The test checks those three.
+prints the app.json, pkg.json and Dockerfile it generated. The test checks those three, then runs the
+staged application folder the way the MAP does (``python3 /opt/holoscan/app`` with
+``HOLOSCAN_CONFIG_PATH`` set) on a real chest file.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.app.conftest import SMALL_CHEST_FILE
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGER_VENV = REPO / "build" / "holoscan-cli-4.2.0"
@@ -31,7 +36,9 @@ def between(log: str, begin: str, end: str) -> str:
 
 
 @pytest.mark.slow
-def test_packager_generates_manifests_and_dockerfile(tmp_path: Path) -> None:
+def test_packager_generates_manifests_and_dockerfile(
+    dicom_dir: Path, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
     stub = tmp_path / "bin"
     stub.mkdir()
     (stub / "docker").write_text(
@@ -80,3 +87,26 @@ def test_packager_generates_manifests_and_dockerfile(tmp_path: Path) -> None:
     staged = tmp_path / "map" / "app"
     for path in ("__main__.py", "plugin/app.py", "operators/sr_writer.py", "uar/generator.py"):
         assert (staged / path).is_file(), path
+
+    # The MAP's command, `python3 /opt/holoscan/app`, on the staged folder with the MAP's config variable.
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / SMALL_CHEST_FILE).symlink_to(dicom_dir / SMALL_CHEST_FILE)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(staged),
+            "-i",
+            str(tmp_path / "in"),
+            "-o",
+            str(tmp_path / "out"),
+            "-m",
+            str(tiny_checkpoint),
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "HOLOSCAN_CONFIG_PATH": str(REPO / "app.yaml"), "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert len(list((tmp_path / "out").glob("SR_*.dcm"))) == 1
