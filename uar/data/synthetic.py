@@ -255,7 +255,7 @@ FINDING_WEIGHTS: dict[str, float] = {
     "pneumothorax": 0.09,
     "consolidation": 0.09,
     "edema": 0.09,
-    "fracture": 0.07,
+    "fracture": 0.04,
     "pneumonia": 0.05,
     "widening": 0.05,
     "thickening": 0.04,
@@ -779,7 +779,7 @@ def _frontal(case: Case, cv: _Canvas, rng: np.random.Generator) -> np.ndarray:
             att += 0.12 * dens - 0.1 * np.clip(bronch, 0.0, 1.0) * dens
         elif op.kind == "opacity":
             dens = _smooth(1.15, 0.3, e + 0.25 * noise)
-            air *= 1.0 - 0.5 * dens
+            air *= 1.0 - 0.6 * dens
         else:
             fine = _lowfreq(rng, cv.size, 28)
             dens = _smooth(1.3, 0.8, e) * _smooth(0.0, 0.9, fine + 0.3)
@@ -800,7 +800,7 @@ def _frontal(case: Case, cv: _Canvas, rng: np.random.Generator) -> np.ndarray:
         for lg in lungs.values():
             xs = lg.sign * x
             haze = np.exp(-(((xs - 0.22) / 0.28) ** 2) - ((y + 0.02) / 0.38) ** 2)
-            air *= 1.0 - (0.3 if f.edema == 1 else 0.62) * haze
+            air *= 1.0 - (0.42 if f.edema == 1 else 0.65) * haze
         kerley = []
         for lg in lungs.values():
             lat = lg.cx + lg.rx
@@ -815,9 +815,9 @@ def _frontal(case: Case, cv: _Canvas, rng: np.random.Generator) -> np.ndarray:
             np.array([[lg.sign * 0.22, y0 - 0.02], [lg.sign * 0.62, y0 + 0.04]]),
             np.array([[lg.sign * 0.3, y0 - 0.1], [lg.sign * 0.58, y0 - 0.07]]),
         ]
-        band = np.clip(cv.lines(plates, [0.028, 0.02]), 0.0, 1.0) * side_mask[atl.side]
-        air *= 1.0 - 0.9 * band
-        att += 0.12 * band
+        band = np.clip(cv.lines(plates, [0.04, 0.03]), 0.0, 1.0) * side_mask[atl.side]
+        air *= 1.0 - 0.95 * band
+        att += 0.15 * band
 
     att -= 0.78 * air
 
@@ -847,7 +847,7 @@ def _frontal(case: Case, cv: _Canvas, rng: np.random.Generator) -> np.ndarray:
             gap = np.exp(-(((xs - xb) / 0.018) ** 2)) * (np.abs(phi - fx.rib - 0.18) < 0.7)
             rib *= 1.0 - 0.9 * gap
             yb = lg.cy - lg.ry - 0.08 - 0.25 * xb + 0.9 * xb**2 + (fx.rib + 0.2) * a.rib_spacing
-            att += 0.22 * _disc(xs, y, xb, yb, 0.035, 0.026, 0.012)  # callus around the break
+            att += 0.3 * _disc(xs, y, xb, yb, 0.045, 0.032, 0.012)  # callus around the break
         att += rib
         d = np.clip(lg.cx + lg.rx + 0.05 - xs, 0.0, None)
         phi_a = (y - 0.5 * d + 0.28 * d**2 - (lg.cy - lg.ry + 0.05)) / (a.rib_spacing * 1.3)
@@ -959,7 +959,7 @@ def _lateral(case: Case, cv: _Canvas, rng: np.random.Generator) -> np.ndarray:
             air *= 1.0 - 0.7 * dens
             att += 0.1 * dens
         elif op.kind == "opacity":
-            air *= 1.0 - 0.4 * _smooth(1.15, 0.3, eo + 0.25 * noise)
+            air *= 1.0 - 0.5 * _smooth(1.15, 0.3, eo + 0.25 * noise)
         else:
             fine = _lowfreq(rng, cv.size, 28)
             air *= 1.0 - 0.6 * _smooth(1.3, 0.8, eo) * _smooth(0.0, 0.9, fine + 0.3)
