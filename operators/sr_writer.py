@@ -44,6 +44,9 @@ from plugin.settings import AppSettings
 from uar.generator import Report
 
 log = logging.getLogger(__name__)
+# highdicom logs the source SOPInstanceUIDs at INFO while copying attributes; our logs carry no
+# unhashed UIDs (docs/architecture.md), so only its warnings and errors pass.
+logging.getLogger("highdicom").setLevel(logging.WARNING)
 
 UTF8 = "ISO_IR 192"
 PROCESSING_EQUIPMENT = hd.sr.CodedConcept("109102", "DCM", "Processing Equipment")  # CID 7005

@@ -108,7 +108,10 @@ _VIEW_POSITIONS: dict[str, View] = {
 
 
 def uid_tag(uid: str | None) -> str:
-    """A short, non-reversible tag of a UID for logs (logs carry no identifiers)."""
+    """A short, non-reversible tag of a UID (or of a file name, often a UID) for logs.
+
+    Logs carry no identifiers: no patient names or IDs, and UIDs only hashed (docs/architecture.md).
+    """
     if not uid:
         return "-"
     return hashlib.sha256(uid.encode()).hexdigest()[:12]
@@ -356,14 +359,16 @@ def _read_headers(folder: Path) -> tuple[dict[str, list[_Candidate]], list[str]]
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
         except (InvalidDicomError, OSError, ValueError) as exc:
-            log.warning("skipping %s: not readable as DICOM (%s)", path.name, type(exc).__name__)
+            log.warning(
+                "skipping file %s: not readable as DICOM (%s)", uid_tag(path.name), type(exc).__name__
+            )
             unreadable.append(path.name)
             continue
         if str(ds.file_meta.get("MediaStorageSOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY_SOP_CLASS:
             continue
         study_uid = str(ds.get("StudyInstanceUID", ""))
         if not study_uid or "SOPInstanceUID" not in ds:
-            log.warning("skipping %s: no StudyInstanceUID or SOPInstanceUID", path.name)
+            log.warning("skipping file %s: no StudyInstanceUID or SOPInstanceUID", uid_tag(path.name))
             unreadable.append(path.name)
             continue
         studies.setdefault(study_uid, []).append(_Candidate(path=path, dataset=ds))
@@ -376,10 +381,10 @@ def _dedupe(images: list[_Candidate], study_uid: str) -> list[_Candidate]:
     for c in sorted(images, key=lambda c: (c.path.stat().st_mtime, str(c.path))):
         if c.sop_instance_uid in by_uid:
             log.warning(
-                "study %s: %s and %s share a SOPInstanceUID; using the newer file",
+                "study %s: files %s and %s share a SOPInstanceUID; using the newer file",
                 uid_tag(study_uid),
-                by_uid[c.sop_instance_uid].path.name,
-                c.path.name,
+                uid_tag(by_uid[c.sop_instance_uid].path.name),
+                uid_tag(c.path.name),
             )
         by_uid[c.sop_instance_uid] = c
     return sorted(by_uid.values(), key=lambda c: str(c.path))
@@ -415,7 +420,7 @@ def _select(study_uid: str, instances: list[_Candidate]) -> CXRStudy | Rejection
     is_image = [("Rows" in c.dataset and "Columns" in c.dataset) for c in instances]
     for c, image in zip(instances, is_image, strict=True):
         if not image:
-            log.info("study %s: ignoring non-image instance %s", uid_tag(study_uid), c.path.name)
+            log.info("study %s: ignoring non-image file %s", uid_tag(study_uid), uid_tag(c.path.name))
     images = _dedupe([c for c, image in zip(instances, is_image, strict=True) if image], study_uid)
     if not images:
         return Rejection(study_uid, "no image instances in the study", files)
@@ -450,9 +455,9 @@ def _select(study_uid: str, instances: list[_Candidate]) -> CXRStudy | Rejection
     frontal = chosen["frontal"]
     if not frontal.view_source.startswith("image") and frontal_score(frontal.pixels) < INVERTED_SCORE_MAX:
         log.warning(
-            "study %s: frontal image %s looks inverted (dark mediastinum); check PhotometricInterpretation",
+            "study %s: frontal file %s looks inverted (dark mediastinum); check PhotometricInterpretation",
             uid_tag(study_uid),
-            frontal.path.name,
+            uid_tag(frontal.path.name),
         )
     used = {id(c) for c in chosen.values()}
     unused = [c.sop_instance_uid for c in eligible if id(c) not in used]
@@ -480,8 +485,10 @@ def load_studies(folder: str | Path) -> list[CXRStudy | Rejection]:
         try:
             result = _select(study_uid, instances)
         except Exception as exc:  # one broken study must not stop the others
-            log.exception("study %s: loading failed", uid_tag(study_uid))
-            result = Rejection(study_uid, f"loading failed: {type(exc).__name__}: {exc}", [])
+            # The message can quote attribute values: it goes to the record, not to the log.
+            log.debug("study %s: loading failed", uid_tag(study_uid), exc_info=True)
+            files = [c.path.name for c in instances]
+            result = Rejection(study_uid, f"loading failed ({type(exc).__name__})", files, [str(exc)])
         if isinstance(result, CXRStudy):
             log.info(
                 "study %s: frontal by %s, lateral %s, %d unused",
