@@ -3,6 +3,7 @@ one study in every transfer syntax the generator writes; view tags removed; late
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 from operators.study_loader import CXRStudy, Rejection, load_studies
 from plugin.runner import run_app
+from tests.conftest import require_tool
 from uar.data.synthetic import sample_case
 from uar.data.synthetic_dicom import TRANSFER_SYNTAXES, StudyFiles, write_study
 from uar.generator import ReportGenerator
@@ -77,6 +79,10 @@ def test_app_on_two_series_studies(
         assert sorted(uid for uids in series.values() for uid in uids) == sorted(study.sop_instance_uids)
         assert len(series) == 2
         assert sr.PatientID == f.patient_id
+        proc = subprocess.run(
+            [require_tool("dciodvfy"), str(path)], capture_output=True, text=True, errors="replace"
+        )
+        assert [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")] == []
 
 
 def test_views_from_images_without_view_tags(tmp_path: Path) -> None:

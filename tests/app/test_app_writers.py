@@ -8,15 +8,17 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.uid import generate_uid
 
 from operators.inference import StudyReport
 from operators.pdf_writer import write_pdf
 from operators.sr_writer import build_sr, device_observer_uid, write_sr
 from operators.study_loader import CXRStudy, load_studies
+from plugin.runner import run_app
 from plugin.settings import AppSettings
-from tests.app.conftest import SMALL_CHEST_FILE, two_series_study
+from tests.app.conftest import SMALL_CHEST_FILE, derived_instance, two_series_study
 from tests.conftest import require_tool
-from uar.generator import Report
+from uar.generator import Report, ReportGenerator
 
 FINDINGS = "Cœur de taille normale — pas d'épanchement pleural. Lungs are clear. 肺野清晰"
 IMPRESSION = "No acute cardiopulmonary abnormality — é."
@@ -101,3 +103,28 @@ def test_report_dataclass_fields_used_by_the_writer(report: Report) -> None:
     names = {f.name for f in dataclasses.fields(Report)}
     assert {"findings", "impression", "labels", "model_name", "model_version"} <= names
     assert report.model_version == "1.0—β"
+
+
+def test_latin1_source_names_survive_in_the_utf8_sr(
+    dicom_dir: Path, generator: ReportGenerator, tmp_path: Path
+) -> None:
+    derived_instance(
+        dicom_dir / SMALL_CHEST_FILE,
+        tmp_path / "in",
+        study_uid=generate_uid(),
+        series_uid=generate_uid(),
+        SpecificCharacterSet="ISO_IR 100",
+        PatientName="Müller^Zoë",
+        StudyDescription="Thorax pa",
+    )
+    source = next((tmp_path / "in").iterdir()).read_bytes()
+    assert "Müller".encode("latin-1") in source  # stored as ISO 8859-1
+    result = run_app(tmp_path / "in", tmp_path / "out", generator=generator)
+    sr = pydicom.dcmread(result.srs[0])
+    assert str(sr.PatientName) == "Müller^Zoë"
+    assert "Müller".encode() in result.srs[0].read_bytes()
+    dump = subprocess.run(
+        [require_tool("dsrdump"), "+U8", str(result.srs[0])], capture_output=True, check=True
+    ).stdout.decode("utf-8")
+    assert "Müller" in dump
+    assert dciodvfy_errors(result.srs[0]) == []
