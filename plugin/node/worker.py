@@ -43,7 +43,6 @@ def worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when workers stop
     try:
         from plugin.runner import run_app
-
         from plugin.settings import AppSettings
         from uar.generator import ReportGenerator
 

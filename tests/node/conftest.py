@@ -87,7 +87,7 @@ def storescu(
 
 
 class StoreSCP:
-    """dcmtk ``storescp`` writing every received instance to ``out_dir`` as ``<modality prefix>.<SOPInstanceUID>.dcm``."""
+    """dcmtk ``storescp`` saving each received instance in ``out_dir`` (``<prefix>.<SOP UID>.dcm``)."""
 
     def __init__(self, out_dir: Path, ae_title: str = "DEST", port: int | None = None) -> None:
         self.out_dir = out_dir

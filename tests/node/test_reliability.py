@@ -155,7 +155,7 @@ def test_twenty_studies_over_four_parallel_associations(
         for t in senders:
             t.join()
         assert [r.returncode for r in results] == [0, 0, 0, 0], [r.stderr for r in results]
-        wait_for(lambda: len(dest.files()) >= 20, 300, "20 SRs at storescp", interval=0.5)
+        wait_for(lambda: len(dest.files()) >= 20, 150, "20 SRs at storescp", interval=0.5)
         time.sleep(1.0)
         srs = [pydicom.dcmread(p, stop_before_pixels=True) for p in dest.files()]
     finally:
