@@ -98,10 +98,15 @@ def save_checkpoint(
     tensors = _tensors(model, MODEL_PREFIX, dtype)
     vq_cfg = None
     if visual_tok is not None:
-        if visual_tok.config.codebook_size != cfg.visual_vocab_size:
-            raise ValueError(
-                f"visual tokenizer has {visual_tok.config.codebook_size} codes, model {cfg.visual_vocab_size}"
-            )
+        vq = visual_tok.config
+        if (vq.codebook_size, vq.image_size, vq.tokens_per_image) != (
+            cfg.visual_vocab_size,
+            cfg.image_size,
+            cfg.tokens_per_view,
+        ):
+            ours = f"{vq.codebook_size} codes, {vq.image_size} px, {vq.tokens_per_image} tokens"
+            theirs = f"{cfg.visual_vocab_size} codes, {cfg.image_size} px, {cfg.tokens_per_view} tokens"
+            raise ValueError(f"visual tokenizer ({ours}) does not match the model ({theirs} per view)")
         tensors.update(_tensors(visual_tok, VISUAL_PREFIX, None))
         vq_cfg = visual_tok.config.to_dict()
     metadata = {

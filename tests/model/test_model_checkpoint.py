@@ -14,6 +14,7 @@ from uar.checkpoint import METADATA_KEYS, load_checkpoint, save_checkpoint
 from uar.config import TrainConfig
 from uar.generation import beam_search
 from uar.model import UAR
+from uar.visual.vqvae import VisualTokenizer, VQConfig
 
 
 def _reload_with_metadata(src, dst, **changes):
@@ -108,6 +109,15 @@ def test_save_checks_model_and_tokenizers_agree(tmp_path):
     lsu = UAR(tiny_config(tok.vocab_size))
     with pytest.raises(ValueError, match="visual tokenizer"):
         save_checkpoint(tmp_path / "x.safetensors", lsu, tok, None, name="x", version="1")
+    with pytest.raises(ValueError, match="does not match the model"):
+        save_checkpoint(
+            tmp_path / "x.safetensors",
+            lsu,
+            tok,
+            VisualTokenizer(VQConfig(codebook_size=32, image_size=64)),
+            name="x",
+            version="1",
+        )
     wrong_vocab = UAR(tiny_config(tok.vocab_size + 1, preset_name="base"))
     with pytest.raises(ValueError, match="ids"):
         save_checkpoint(tmp_path / "x.safetensors", wrong_vocab, tok, None, name="x", version="1")
