@@ -1,0 +1,131 @@
+"""Generation latency, FLOPs and KV-cache speed-up of the default-size UAR and Base models.
+
+One run prints, side by side for UAR (LSU visual tokenizer + CRA + TIR) and Base (EfficientNet-Lite0
+CNN, no CRA / TIR), both random-init at the default ``UARConfig()`` size:
+
+- per-study latency: two 112 px views, beam 3, reports forced to 60 tokens (eos blocked), including
+  the visual tokenizer (UAR) or CNN (Base) forward; median over ``--studies`` studies after warm-up,
+  ``torch.set_num_threads(--threads)`` (default 2);
+- FLOPs per study (``torch.utils.flop_counter.FlopCounterMode``: matmuls, convolutions, attention)
+  against this machine's measured fp32 matmul GFLOP/s;
+- decoding with the key/value cache against recomputing the whole prefix every step.
+
+Targets (issue 2): <= 0.3 s per study median on 2 cores; cache >= 5x faster than no cache.
+
+Usage: ``python benchmarks/generate.py [--studies 20] [--threads 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from uar.config import UARConfig, preset
+from uar.generation import beam_search
+from uar.model import UAR
+from uar.visual.vqvae import VisualTokenizer, VQConfig
+
+TOKENS = 60
+BEAM = 3
+
+
+def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
+    """Measured fp32 GFLOP/s of an n x n @ n x n matmul (best of ``repeats``)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def median_seconds(fn: Callable[[torch.Tensor], object], studies: list[torch.Tensor], warmup: int) -> float:
+    """Median wall time of ``fn(study)`` over ``studies`` after ``warmup`` untimed calls."""
+    for study in studies[:warmup]:
+        fn(study)
+    times = []
+    for study in studies:
+        t0 = time.perf_counter()
+        fn(study)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def count_gflop(fn: Callable[[torch.Tensor], object], study: torch.Tensor) -> float:
+    """GFLOP of one ``fn(study)`` call."""
+    with FlopCounterMode(display=False) as counter:
+        fn(study)
+    return counter.get_total_flops() / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--studies", type=int, default=20, help="timed studies per model (default 20)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed studies first (default 3)")
+    parser.add_argument("--uncached-studies", type=int, default=5, help="studies for the no-cache timing")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    cfg = UARConfig()
+    uar = UAR(cfg).eval()
+    uar.stage = 2  # TIR mask active, as after two-stage training
+    tokenizer = VisualTokenizer(
+        VQConfig(codebook_size=cfg.visual_vocab_size, image_size=cfg.image_size)
+    ).eval()
+    base = UAR(preset("base")).eval()
+    studies = [torch.rand(1, cfg.n_views, 1, cfg.image_size, cfg.image_size) for _ in range(args.studies)]
+
+    def run_uar(images: torch.Tensor, use_cache: bool = True) -> list[list[int]]:
+        with torch.inference_mode():
+            ids = tokenizer.encode(images.flatten(0, 1)).view(1, cfg.n_views, -1)  # (1, V, L)
+        return beam_search(uar, ids, BEAM, max_len=TOKENS, min_len=TOKENS, use_cache=use_cache)
+
+    def encode_uar(images: torch.Tensor) -> None:
+        with torch.inference_mode():
+            uar.encode(tokenizer.encode(images.flatten(0, 1)).view(1, cfg.n_views, -1))
+
+    def run_base(images: torch.Tensor) -> list[list[int]]:
+        return beam_search(base, images, BEAM, max_len=TOKENS, min_len=TOKENS)
+
+    gflops = matmul_gflops()
+    rows = []
+    for name, fn in (("UAR", run_uar), ("Base", run_base)):
+        latency = median_seconds(fn, studies, args.warmup)
+        work = count_gflop(fn, studies[0])
+        rows.append((name, latency, work))
+    few = studies[: args.uncached_studies]
+    cached = median_seconds(run_uar, few, 1)
+    uncached = median_seconds(lambda s: run_uar(s, use_cache=False), few, 1)
+    encode = median_seconds(encode_uar, few, 1)
+
+    print(
+        f"threads={args.threads}  studies={args.studies}  beam={BEAM}  tokens={TOKENS}  views={cfg.n_views}"
+    )
+    print(f"measured fp32 matmul (1024^3): {gflops:.1f} GFLOP/s")
+    print(f"{'model':<6} {'median s/study':>15} {'GFLOP/study':>12} {'ideal s':>8} {'matmul eff.':>11}")
+    for name, latency, work in rows:
+        ideal = work / gflops
+        print(f"{name:<6} {latency:>15.3f} {work:>12.2f} {ideal:>8.3f} {ideal / latency:>10.0%}")
+    print(
+        f"UAR, cache vs no cache ({len(few)} studies): whole generation {cached:.3f} s vs {uncached:.3f} s"
+        f" = {uncached / cached:.1f}x; decoding alone (minus {encode:.3f} s encoding)"
+        f" {(uncached - encode) / (cached - encode):.1f}x"
+    )
+    ok_latency = all(latency <= 0.3 for _, latency, _ in rows)
+    ok_cache = (uncached - encode) / (cached - encode) >= 5
+    print(
+        f"targets: <= 0.3 s/study {'met' if ok_latency else 'NOT met'};"
+        f" decoding with cache >= 5x faster {'met' if ok_cache else 'NOT met'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
