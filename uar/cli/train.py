@@ -141,5 +141,10 @@ def run(args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         model_name=args.name,
     )
-    print(best)
+    if best.is_file():
+        print(best)
+    else:
+        last = args.out / "last.pt"
+        hint = f"continue with --resume ({last})" if last.is_file() else "data prepared, nothing trained"
+        print(f"stopped by --max-steps before the first validation: {hint}")
     return 0
