@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from uar.config import UARConfig
 from uar.data.r2gen import Batch, R2GenDataset, ReportDataset, VisualTokenCache, collate
 from uar.text.tokenizer import TextTokenizer
 
@@ -104,16 +105,17 @@ def load_run_data(
 
 
 def batch_inputs(
-    batch: Batch, cfg: object, visual_tok: nn.Module | None, device: torch.device
+    batch: Batch, cfg: UARConfig, visual_tok: nn.Module | None, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(visual, reports)`` on ``device``: token ids ``(B, V, L)`` for LSU, images for the CNN.
 
     Batches of images for an LSU model (no token cache) are tokenised here with ``visual_tok``.
     """
     visual = batch.visual.to(device, non_blocking=True)
-    if visual.is_floating_point() and getattr(cfg, "visual_encoder", "lsu") == "lsu":
+    if visual.is_floating_point() and cfg.visual_encoder == "lsu":
         if visual_tok is None:
             raise ValueError("an LSU model needs a visual tokenizer to turn images into token ids")
         b, v = visual.shape[:2]
-        visual = visual_tok.encode(visual.flatten(0, 1)).view(b, v, -1)  # (B, V, L)
+        tok_device = next(visual_tok.parameters()).device
+        visual = visual_tok.encode(visual.flatten(0, 1).to(tok_device)).view(b, v, -1).to(device)  # (B, V, L)
     return visual, batch.reports.to(device, non_blocking=True)

@@ -299,7 +299,8 @@ class _Trainer:
         from uar.visual.train import load_visual_tokenizer
 
         assert self.visual_tokenizer_path is not None
-        tok = load_visual_tokenizer(self.visual_tokenizer_path).to(self.info.device).eval()
+        # Stays on the CPU: it only fills the token cache (CPU images) and goes into checkpoints.
+        tok = load_visual_tokenizer(self.visual_tokenizer_path).eval()
         for p in tok.parameters():
             p.requires_grad_(False)
         return tok
