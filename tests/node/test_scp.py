@@ -9,15 +9,16 @@ from pathlib import Path
 import pydicom
 import pynetdicom
 import pytest
-from pydicom.uid import DeflatedExplicitVRLittleEndian, generate_uid
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import (
     ComputedRadiographyImageStorage,
     DigitalXRayImageStorageForPresentation,
     SecondaryCaptureImageStorage,
+    Verification,
 )
 
-from plugin.node.config import Source
+from plugin.node.config import Source, TLSConfig
 from plugin.node.scp import echo
 from plugin.node.store import study_key
 from tests.conftest import require_tool
@@ -212,3 +213,26 @@ def test_full_disk_answers_out_of_resources(
         assert row["n_instances"] == 1
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_tls_only_admits_tls_clients_with_a_trusted_certificate(
+    tmp_path: Path, node_config, running_node
+) -> None:
+    cert, key = tmp_path / "node.pem", tmp_path / "node.key"
+    subprocess.run(
+        [require_tool("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    tls = TLSConfig(cert=str(cert), key=str(key), ca=str(cert))  # self-signed: its own CA
+    cfg = node_config(workers=0, tls=tls)
+    running_node(cfg)
+    ae = _sender([(Verification, ImplicitVRLittleEndian)])
+    ae.acse_timeout = ae.network_timeout = 5
+    plain = ae.associate("127.0.0.1", cfg.port, ae_title=NODE_AE)
+    assert not plain.is_established
+    secure = ae.associate("127.0.0.1", cfg.port, ae_title=NODE_AE, tls_args=(tls.client_context(), None))
+    assert secure.is_established
+    assert secure.send_c_echo().Status == 0x0000
+    secure.release()
