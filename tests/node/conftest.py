@@ -42,15 +42,35 @@ NODE_AE = "UARNODE"
 SENDER_AE = "SENDER"
 
 
-def wait_for(pred: Callable[[], object], timeout: float, what: str, interval: float = 0.1) -> object:
-    """Poll ``pred`` until it returns a truthy value; fail the test after ``timeout`` seconds."""
+def wait_for(
+    pred: Callable[[], object],
+    timeout: float,
+    what: str,
+    interval: float = 0.1,
+    explain: Callable[[], object] | None = None,
+) -> object:
+    """Poll ``pred`` until it returns a truthy value; fail the test after ``timeout`` seconds
+    (with ``explain()`` in the message, e.g. the node's queue state)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = pred()
         if value:
             return value
         time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+    detail = f": {explain()}" if explain is not None else ""
+    pytest.fail(f"timed out after {timeout:g} s waiting for {what}{detail}")
+
+
+def node_state(node: NodeService) -> dict[str, object]:
+    """Queue counts, deliveries, failure reasons and worker states of an in-process node."""
+    return {
+        "studies": node.queue.counts(),
+        "deliveries": node.queue.delivery_counts(),
+        "reasons": [s["reason"] for s in node.queue.studies() if s["reason"]][:5],
+        "workers": [(s.proc is not None and s.proc.is_alive(), s.ready, s.job) for s in node.pool.slots],
+        "busy_studies": sorted(node.scp.busy_studies()),
+        "last_fatal": node.pool.last_fatal,
+    }
 
 
 def make_study(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -50,6 +51,13 @@ def test_storescu_to_node_to_storescp_sr_passes_dciodvfy(
     wait_for(lambda: node.queue.delivery_counts()["delivered"] == 1, 10, "the delivery to be recorded")
     report = status_report(node.store.db_path)
     assert report["studies"]["done"]["count"] == 1 and report["deliveries"]["delivered"]["count"] == 1
+    shown = subprocess.run(
+        [sys.executable, "-m", "plugin.node", "status", "--storage", str(node.store.root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0 and "done 1" in shown.stdout and "delivered 1" in shown.stdout, shown.stderr
     body = urllib.request.urlopen(f"http://127.0.0.1:{cfg.metrics_port}/metrics", timeout=10).read().decode()
     assert "uar_node_instances_received_total 2" in body
     assert "uar_node_srs_produced_total 1" in body
@@ -78,5 +86,27 @@ def test_non_chest_study_is_rejected_not_retried(
         assert row["attempts"] == 1 and row["reason"]
         assert [e["kind"] for e in node.queue.events(row["id"])] == ["rejection"]
         assert rec.received == []
+    finally:
+        rec.stop()
+
+
+@pytest.mark.network
+def test_late_instance_reopens_a_done_study_and_a_new_sr_is_sent(
+    dicom_dir: Path, tmp_path: Path, node_config, running_node
+) -> None:
+    rec = RecordingSCP().start()
+    try:
+        cfg = node_config(destinations=(rec.destination(),))
+        node = running_node(cfg)
+        study_uid, files = make_study(dicom_dir, tmp_path / "study")
+        assert storescu(cfg.port, files[:1]).returncode == 0  # the frontal view alone first
+        wait_for(lambda: len(rec.received) == 1, 120, "the first SR")
+        _, late = make_study(dicom_dir, tmp_path / "late", study_uid=study_uid)
+        assert storescu(cfg.port, late[1:]).returncode == 0  # the lateral view arrives later
+        wait_for(lambda: len(rec.received) == 2, 120, "the second SR")
+        assert rec.received[0] != rec.received[1]
+        assert {ds.StudyInstanceUID for ds in rec.datasets} == {study_uid}
+        [row] = node.queue.studies()
+        assert row["state"] == "done" and row["n_instances"] == 2 and row["runs"] == 2
     finally:
         rec.stop()

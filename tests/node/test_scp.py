@@ -236,3 +236,17 @@ def test_tls_only_admits_tls_clients_with_a_trusted_certificate(
     assert secure.is_established
     assert secure.send_c_echo().Status == 0x0000
     secure.release()
+
+
+def test_maximum_associations_is_enforced(node_config, running_node) -> None:
+    cfg = node_config(workers=0, max_associations=1)
+    running_node(cfg)
+    ae = _sender([(Verification, ImplicitVRLittleEndian)])
+    first = ae.associate("127.0.0.1", cfg.port, ae_title=NODE_AE)
+    assert first.is_established
+    second = ae.associate("127.0.0.1", cfg.port, ae_title=NODE_AE)
+    assert second.is_rejected
+    first.release()
+    third = ae.associate("127.0.0.1", cfg.port, ae_title=NODE_AE)
+    assert third.is_established
+    third.release()
