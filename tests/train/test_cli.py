@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import os
 import subprocess
 import sys
@@ -81,6 +82,28 @@ def test_mimic_defaults():
         "--dataset", "mimic_cxr", "--max-len", "80", "--step-size", "2", "--vocab-threshold", "5"
     )
     assert (model.max_len, tr.step_size, tr.extra["vocab_threshold"]) == (80, 2, 5)
+
+
+def test_tensorboard_request_fails_early_or_logs(tiny_data, tiny_visual_tokenizer, tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    paths = [
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(tmp_path / "run"),
+        "--tokenizer",
+        str(tiny_visual_tokenizer),
+    ]
+    schedule = ["--epochs1", "1", "--epochs2", "0", "--batch-size", "8", "--vocab-threshold", "1"]
+    argv = ["train", *paths, *TINY, *schedule, "--log", "tensorboard"]
+    args = parser.parse_args(argv)
+    code = args.func(args)
+    if importlib.util.find_spec("tensorboard") is None:
+        assert code == 2 and "pip install tensorboard" in capsys.readouterr().err
+        assert not (tmp_path / "run" / "visual_tokens.safetensors").exists()  # failed before any data work
+    else:
+        assert code == 0 and any((tmp_path / "run" / "tensorboard").iterdir())
 
 
 def _torchrun(*argv: str) -> subprocess.CompletedProcess:

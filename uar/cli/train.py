@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -128,19 +129,24 @@ def configs_from_args(args: argparse.Namespace) -> tuple[UARConfig, TrainConfig]
 def run(args: argparse.Namespace) -> int:
     """Run ``uar train``; prints the best checkpoint's path."""
     from uar.train import train
+    from uar.train.runlog import LoggerUnavailableError
 
     model_cfg, train_cfg = configs_from_args(args)
-    best = train(
-        args.data,
-        args.out,
-        model_cfg,
-        train_cfg,
-        visual_tokenizer_path=args.tokenizer,
-        resume=args.resume,
-        save_every=args.save_every,
-        max_steps=args.max_steps,
-        model_name=args.name,
-    )
+    try:
+        best = train(
+            args.data,
+            args.out,
+            model_cfg,
+            train_cfg,
+            visual_tokenizer_path=args.tokenizer,
+            resume=args.resume,
+            save_every=args.save_every,
+            max_steps=args.max_steps,
+            model_name=args.name,
+        )
+    except LoggerUnavailableError as exc:  # --log tensorboard without the tensorboard package
+        print(f"uar train: error: {exc}", file=sys.stderr)
+        return 2
     if best.is_file():
         print(best)
     else:

@@ -32,6 +32,10 @@ EPOCH_FIELDS = (
 )
 
 
+class LoggerUnavailableError(RuntimeError):
+    """The requested log format needs a package that is not installed."""
+
+
 class RunLogger:
     """Append-only metric log for one training run.
 
@@ -47,7 +51,7 @@ class RunLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as exc:
-                raise RuntimeError(
+                raise LoggerUnavailableError(
                     "log='tensorboard' needs the tensorboard package (pip install tensorboard); "
                     "use log='csv' (the default) otherwise"
                 ) from exc

@@ -236,6 +236,8 @@ class _Trainer:
         info, cfg = self.info, self.train_cfg
         if info.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+        # Created first so that a missing TensorBoard fails before any data work.
+        self.logger = RunLogger(self.out_dir, cfg.log) if info.is_main else None
         barrier(info)
         resume_state: dict[str, Any] | None = None
         if resume:
@@ -264,7 +266,6 @@ class _Trainer:
         self.model = UAR(self.model_cfg).to(info.device)
         self.progress_state = Progress(stage=stage_plan(cfg)[0][0])
         self.stage1_best_state: dict[str, torch.Tensor] | None = None
-        self.logger = RunLogger(self.out_dir, cfg.log) if info.is_main else None
         self.sampler = ResumableSampler(
             self.train_ds, seed=cfg.seed, rank=info.rank, world_size=info.world_size
         )
