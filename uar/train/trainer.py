@@ -18,6 +18,7 @@ Run folder (``out_dir``), written by rank 0 only:
 - ``last.pt``: resume state (model, optimizer, scheduler, stage, epoch, step in epoch, best score,
   every rank's Python/NumPy/torch RNG state, the data-order generator state); written after every
   epoch, every ``save_every`` steps and when ``max_steps`` stops a run;
+- ``visual_tokens.safetensors``: visual token ids of every image (LSU models), computed once;
 - ``steps.csv`` / ``epochs.csv`` (or ``tensorboard/``): losses, learning rate, validation metrics,
   seconds per epoch.
 """
