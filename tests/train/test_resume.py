@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 
+import pytest
 import torch
 
 from tests.train.conftest import tiny_model_cfg, tiny_train_cfg
@@ -39,6 +40,8 @@ def test_resume_mid_epoch_is_bit_identical(tiny_data, tiny_visual_tokenizer, tmp
         1,
         1,
     )
+    with pytest.raises(ValueError, match="already holds a run"):
+        _run(tiny_data, tiny_visual_tokenizer, split)  # a fresh run never overwrites a stopped one
     best = _run(tiny_data, tiny_visual_tokenizer, split, resume=True)
 
     a = torch.load(straight / "last.pt", weights_only=False)

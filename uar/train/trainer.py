@@ -235,6 +235,8 @@ class _Trainer:
 
     def run(self, *, resume: bool) -> Path:
         info, cfg = self.info, self.train_cfg
+        if not resume and self.last_path.exists():
+            raise ValueError(f"{self.out_dir} already holds a run (last.pt): use --resume or a new --out")
         if info.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         # Created first so that a missing TensorBoard fails before any data work.
