@@ -341,7 +341,7 @@ def _sample_findings(rng: np.random.Generator, types: set[str]) -> Findings:
                 x=float(rng.uniform(0.3, 0.75)),
                 y=float(rng.uniform(0.25, 0.75)),
                 depth=float(rng.uniform(0.2, 0.8)),
-                diameter_mm=float(rng.uniform(35, 70) if mass else rng.uniform(14, 28)),
+                diameter_mm=float(rng.uniform(35, 70) if mass else rng.uniform(16, 28)),
             ),
         )
     if "edema" in types:
@@ -754,7 +754,10 @@ def _frontal(case: Case, cv: _Canvas, rng: np.random.Generator) -> np.ndarray:
     for op in f.opacities:
         lg = lungs[op.side]
         xs = lg.sign * x
-        cx = 0.32 if op.zone == "middle" else lg.cx
+        border = (0.65 if op.side == "left" else 0.35) * heart_w  # lateral heart border (xs)
+        cx = lg.cx
+        if op.zone != "upper":  # beside the heart, not hidden behind it
+            cx = min(max(lg.cx, border + 0.8 * op.extent), lg.cx + lg.rx - 0.5 * op.extent)
         cy = _zone_y(lg, op.zone, 0.5)
         noise = np.clip(_lowfreq(rng, cv.size, 7), -1.5, 1.5)
         e = _ellipse(xs, y, cx, cy, op.extent * 1.3, op.extent)
@@ -771,19 +774,20 @@ def _frontal(case: Case, cv: _Canvas, rng: np.random.Generator) -> np.ndarray:
                     lg.cx + lg.rx, lg.cx + lg.rx * 0.45, xs + edge
                 )
             else:
-                border = (0.65 if op.side == "left" else 0.35) * heart_w  # heart border (silhouette sign)
-                e_mid = _ellipse(xs, y, border + 0.4 * op.extent, hy - 0.1, op.extent, op.extent * 1.3)
+                # against the heart border: the border is lost (silhouette sign)
+                e_mid = _ellipse(xs, y, border + 0.9 * op.extent, hy - 0.12, op.extent * 1.2, op.extent * 1.4)
                 dens = _smooth(1.1, 0.7, e_mid + 0.15 * noise)
             bronch = cv.lines(*_vessel_tree(rng, (lg.sign * (cx - 0.08), cy - 0.05), lg.sign, 0.5)[:2])
             air *= 1.0 - 0.9 * dens
             att += 0.12 * dens - 0.1 * np.clip(bronch, 0.0, 1.0) * dens
         elif op.kind == "opacity":
-            dens = _smooth(1.15, 0.3, e + 0.25 * noise)
-            air *= 1.0 - 0.6 * dens
+            fine = _lowfreq(rng, cv.size, 20)
+            dens = _smooth(1.1, 0.5, e + 0.2 * noise) * (0.85 + 0.15 * np.clip(fine, -1.0, 1.0))
+            air *= 1.0 - 0.75 * dens
         else:
             fine = _lowfreq(rng, cv.size, 28)
-            dens = _smooth(1.3, 0.8, e) * _smooth(0.0, 0.9, fine + 0.3)
-            air *= 1.0 - 0.75 * dens
+            dens = _smooth(1.3, 0.8, e) * _smooth(-0.2, 0.6, fine + 0.3)
+            air *= 1.0 - 0.85 * dens
     for les in f.lesions:
         lg = lungs[les.side]
         cx = 0.14 + les.x * (lg.cx + lg.rx - 0.26)
