@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from uar.config import UARConfig
+from uar.modules.attention import Linear
 from uar.modules.cnn import CNNEncoder
 from uar.modules.cra import CRA, masked_mean, triplet_loss
 from uar.modules.lsu import LSU, WordEmbedding
@@ -77,7 +78,7 @@ class UAR(nn.Module):
         )
         self.encoder = Encoder(cfg.n_enc_layers, d, cfg.n_heads, cfg.d_ff, cfg.dropout)
         self.decoder = Decoder(cfg.n_dec_layers, d, cfg.n_heads, cfg.d_ff, cfg.dropout)
-        self.head = nn.Linear(d, cfg.vocab_size)
+        self.head = Linear(d, cfg.vocab_size)
         # T_max = max_len + 1 decoder inputs (bos + up to max_len words) x L_max visual tokens
         self.tir = TIRMask(cfg.max_len + 1, self.memory_len, cfg.tir_k) if cfg.use_tir else None
         self.register_buffer("stage_id", torch.tensor(1))

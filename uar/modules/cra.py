@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from uar.modules.attention import MultiHeadAttention
+from uar.modules.attention import Linear, MultiHeadAttention
 
 BasisKind = Literal["orthogonal", "uniform", "normal"]
 Fusion = Literal["dual_gate", "none", "addition"]
@@ -60,8 +60,8 @@ class DualGate(nn.Module):
 
     def __init__(self, d_model: int) -> None:
         super().__init__()
-        self.w1 = nn.Linear(d_model, d_model)
-        self.w2 = nn.Linear(d_model, d_model, bias=False)
+        self.w1 = Linear(d_model, d_model)
+        self.w2 = Linear(d_model, d_model, bias=False)
         nn.init.zeros_(self.w1.bias)
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from uar.modules.attention import MultiHeadAttention
+from uar.modules.attention import Linear, MultiHeadAttention
 
 
 class FeedForward(nn.Module):
@@ -19,9 +19,7 @@ class FeedForward(nn.Module):
 
     def __init__(self, d_model: int, d_ff: int, dropout: float) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(d_model, d_ff), nn.ReLU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model)
-        )
+        self.net = nn.Sequential(Linear(d_model, d_ff), nn.ReLU(), nn.Dropout(dropout), Linear(d_ff, d_model))
 
     def forward(self, x: Tensor) -> Tensor:
         """(..., d) -> (..., d)."""
