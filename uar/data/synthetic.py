@@ -659,7 +659,7 @@ def _frontal(case: Case, cv: _Canvas, rng: np.random.Generator) -> np.ndarray:
 
     # body: elliptic cross-section, neck and shoulders, breasts, humeral heads
     wb = a.body_width
-    half_w = 0.30 + (wb - 0.30) * _smooth(-0.98, -0.62, y)
+    half_w = 0.30 + (wb - 0.30) * np.sqrt(_smooth(-1.02, -0.55, y))  # sloping shoulders
     body = np.sqrt(np.clip(1.0 - (x / half_w) ** 2, 0.0, 1.0))
     att = a.tissue * (0.75 * body + 0.3 * _smooth(0.0, 0.15, body))
     att += 0.2 * a.tissue * _smooth(a.diaphragm_y - 0.05, a.diaphragm_y + 0.25, y) * body  # abdomen
@@ -844,9 +844,9 @@ def _frontal(case: Case, cv: _Canvas, rng: np.random.Generator) -> np.ndarray:
             phi = phi - fx.displacement * near * _smooth(xb - 0.004, xb + 0.004, xs)
         k = np.floor(phi)
         fr = phi - k
-        band = _smooth(0.0, 0.08, fr) * _smooth(0.42, 0.34, fr)
-        cortex = np.exp(-(((fr - 0.04) / 0.035) ** 2)) + np.exp(-(((fr - 0.38) / 0.035) ** 2))
-        rib = (0.11 * band + 0.06 * cortex) * ((k >= 0) & (k < 11)) * window * _smooth(0.75, 0.45, y)
+        band = _smooth(0.0, 0.1, fr) * _smooth(0.52, 0.42, fr)
+        cortex = np.exp(-(((fr - 0.05) / 0.04) ** 2)) + np.exp(-(((fr - 0.47) / 0.04) ** 2))
+        rib = (0.12 * band + 0.05 * cortex) * ((k >= 0) & (k < 11)) * window * _smooth(0.75, 0.45, y)
         if fx is not None and fx.side == side:
             gap = np.exp(-(((xs - xb) / 0.018) ** 2)) * (np.abs(phi - fx.rib - 0.18) < 0.7)
             rib *= 1.0 - 0.9 * gap
