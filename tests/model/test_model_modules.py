@@ -22,6 +22,7 @@ from uar.modules import (
     mask_loss,
     triplet_loss,
 )
+from uar.modules.attention import linear
 from uar.modules.cra import row_scale
 
 D = 32
@@ -302,3 +303,14 @@ def test_cra_reuses_projected_basis_only_while_parameters_are_unchanged():
     with torch.enable_grad():
         assert cra.basis_kv() is not cra.basis_kv()  # training always re-projects (autograd)
     assert torch.allclose(cra(e), after, atol=1e-6)
+
+
+def test_linear_weight_major_path_matches_nn_linear():
+    torch.manual_seed(0)
+    ref = torch.nn.Linear(D, 48)
+    w, b = ref.weight, ref.bias
+    for shape in [(3, D), (2, 1, D), (1, 4, 2, D), (20, D)]:  # few rows take the weight-major path
+        x = torch.randn(*shape)
+        assert linear(x, w, b).shape == (*shape[:-1], 48)
+        assert torch.allclose(linear(x, w, b), ref(x), atol=1e-5)
+        assert torch.allclose(linear(x, w, None), x @ w.T, atol=1e-5)
