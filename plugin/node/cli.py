@@ -66,7 +66,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides["log_format"] = args.log_format
     cfg = load_config(args.config, **overrides)
     setup_logging(cfg.log_format, logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
-    NodeService(cfg).run_forever()
+    try:
+        node = NodeService(cfg)
+    except RuntimeError as exc:
+        print(f"uar node run: error: {exc}", file=sys.stderr)
+        return 1
+    node.run_forever()
     return 0
 
 

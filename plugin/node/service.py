@@ -9,7 +9,9 @@ lost), stop the exporters after their current association.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import signal
 import threading
 import time
@@ -24,7 +26,7 @@ from plugin.node.log import event
 from plugin.node.metrics import Labels, Metrics, MetricsServer
 from plugin.node.queue import JobQueue
 from plugin.node.scp import StorageSCP
-from plugin.node.store import InstanceStore
+from plugin.node.store import InstanceStore, make_dirs
 from plugin.node.worker import WorkerPool, WorkerResult
 
 TICK_S = 0.1  # scheduler period
@@ -35,6 +37,7 @@ class NodeService:
 
     def __init__(self, cfg: NodeConfig) -> None:
         self.cfg = cfg
+        self._lock_fd = _lock_storage(cfg.storage)
         self.store = InstanceStore(cfg.storage)
         self.queue = JobQueue(self.store.db_path)
         self.metrics = Metrics(gauge_fn=self._gauges)
@@ -80,6 +83,8 @@ class NodeService:
             exporter.stop()
         if self.metrics_server is not None:
             self.metrics_server.stop()
+        self.queue.close()
+        os.close(self._lock_fd)
         event("node_stopped", requeued=len(unfinished))
 
     def run_forever(self) -> None:
@@ -190,6 +195,18 @@ class NodeService:
             }
         finally:
             q.close()
+
+
+def _lock_storage(storage: Path) -> int:
+    """Take an exclusive ``flock`` on ``storage/node.lock`` (released when the process ends)."""
+    make_dirs(storage.resolve())
+    fd = os.open(storage / "node.lock", os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RuntimeError(f"another node is already running on {storage}") from None
+    return fd
 
 
 def _uids(path: Path) -> tuple[str, str]:

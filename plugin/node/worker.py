@@ -41,6 +41,7 @@ def worker_main(
     """
     setup_logging(log_format)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when workers stop
+    os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "WARN")  # keep the node's log structured
     try:
         from plugin.runner import run_app
         from plugin.settings import AppSettings

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pydicom
@@ -20,8 +21,9 @@ from pynetdicom.sop_class import (
 
 from plugin.node.config import Source, TLSConfig
 from plugin.node.scp import echo
+from plugin.node.service import NodeService
 from plugin.node.store import study_key
-from tests.conftest import require_tool
+from tests.conftest import free_port, require_tool
 from tests.node.conftest import FRONTAL, LATERAL, NODE_AE, SENDER_AE, make_study, storescu, wait_for
 
 
@@ -240,13 +242,21 @@ def test_tls_only_admits_tls_clients_with_a_trusted_certificate(
 
 def test_maximum_associations_is_enforced(node_config, running_node) -> None:
     cfg = node_config(workers=0, max_associations=1)
-    running_node(cfg)
+    node = running_node(cfg)
     ae = _sender([(Verification, ImplicitVRLittleEndian)])
     first = ae.associate("127.0.0.1", cfg.port, ae_title=NODE_AE)
     assert first.is_established
     second = ae.associate("127.0.0.1", cfg.port, ae_title=NODE_AE)
     assert second.is_rejected
     first.release()
+    wait_for(lambda: node.scp.open_associations() == 0, 10, "the first association to end")
     third = ae.associate("127.0.0.1", cfg.port, ae_title=NODE_AE)
     assert third.is_established
     third.release()
+
+
+def test_a_second_node_on_the_same_storage_is_refused(node_config, running_node) -> None:
+    cfg = node_config(workers=0)
+    running_node(cfg)
+    with pytest.raises(RuntimeError, match="another node is already running"):
+        NodeService(replace(cfg, port=free_port()))
