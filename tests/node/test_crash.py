@@ -57,3 +57,29 @@ def test_kill9_after_ack_then_restart_delivers_exactly_once(
         assert PATIENT_NAME.split("^")[0] not in log and PATIENT_ID not in log and study_uid not in log
     finally:
         rec.stop()
+
+
+@pytest.mark.network
+def test_sigterm_during_work_persists_it_and_a_restart_finishes_it(
+    dicom_dir: Path, tmp_path: Path, node_config
+) -> None:
+    rec = RecordingSCP().start()
+    try:
+        cfg = node_config(destinations=(rec.destination(),), idle_timeout_s=0.2, shutdown_grace_s=0.0)
+        node = NodeProcess(cfg, tmp_path).start()
+        db = JobQueue(Path(cfg.storage_dir) / "node.db")
+        wait_for(lambda: "worker_ready" in node.log(), 60, "the worker to load the model")
+        _, files = make_study(dicom_dir, tmp_path / "study")
+        assert storescu(cfg.port, files).returncode == 0
+        wait_for(lambda: db.counts()["running"] == 1, 30, "the run to start", interval=0.02)
+        assert node.terminate() == 0  # no grace: the run is stopped and re-queued, not lost
+        assert db.counts()["queued"] == 1 and rec.received == []
+        assert '"requeued": 1' in node.log()  # JSON log line of node_stopped
+        node = NodeProcess(cfg, tmp_path).start()
+        wait_for(lambda: rec.received, 120, "the SR after the restart")
+        time.sleep(1.0)
+        assert node.terminate() == 0
+        assert len(rec.received) == 1 and db.counts()["done"] == 1
+        db.close()
+    finally:
+        rec.stop()
