@@ -159,6 +159,7 @@ class RecordingSCP:
         self.received: list[str] = []
         self.attempts: list[tuple[str, int]] = []
         self.datasets: list[pydicom.Dataset] = []
+        self.associations = 0
         self._lock = threading.Lock()
         self.ae = AE(ae_title=ae_title)
         for sop in (EnhancedSRStorage, ComprehensiveSRStorage, BasicTextSRStorage, EncapsulatedPDFStorage):
@@ -175,10 +176,13 @@ class RecordingSCP:
                 self.datasets.append(ds)
         return status
 
+    def _on_accepted(self, event: evt.Event) -> None:
+        with self._lock:
+            self.associations += 1
+
     def start(self) -> RecordingSCP:
-        self.server = self.ae.start_server(
-            ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)]
-        )
+        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_ACCEPTED, self._on_accepted)]
+        self.server = self.ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=handlers)
         return self
 
     def stop(self) -> None:

@@ -110,3 +110,21 @@ def test_late_instance_reopens_a_done_study_and_a_new_sr_is_sent(
         assert row["state"] == "done" and row["n_instances"] == 2 and row["runs"] == 2
     finally:
         rec.stop()
+
+
+@pytest.mark.network
+def test_sr_and_pdf_are_exported_over_one_association_per_study(
+    dicom_dir: Path, tmp_path: Path, node_config, running_node
+) -> None:
+    rec = RecordingSCP().start()
+    try:
+        cfg = node_config(destinations=(rec.destination(),), app={"beam_size": 1, "write_pdf": True})
+        node = running_node(cfg)
+        _, files = make_study(dicom_dir, tmp_path / "study")
+        assert storescu(cfg.port, files).returncode == 0
+        wait_for(lambda: len(rec.received) == 2, 120, "the SR and the PDF")
+        assert sorted(ds.Modality for ds in rec.datasets) == ["DOC", "SR"]
+        assert rec.associations == 1
+        assert node.queue.delivery_counts()["delivered"] == 2
+    finally:
+        rec.stop()
