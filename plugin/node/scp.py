@@ -254,8 +254,8 @@ def check_complete(ds: Dataset, n_bytes: int, transfer_syntax: str) -> None:
     """Raise ``ValueError`` if the decoded data set is shorter than its encoding says.
 
     pydicom stops silently at the end of a truncated stream; here every top-level element with a
-    defined length must hold that many bytes, and (unless deflated) the last one must end exactly
-    at the end of the received ``n_bytes``.
+    defined length must hold that many bytes, and (unless deflated) the last one, with the sequence
+    delimiter of an undefined length, must end exactly at the end of the received ``n_bytes``.
     """
     last = None
     for tag in list(ds.keys()):  # tags; iterating a Dataset would convert its elements
@@ -266,13 +266,11 @@ def check_complete(ds: Dataset, n_bytes: int, transfer_syntax: str) -> None:
         last = elem
     if last is None:
         raise ValueError("empty data set")
-    if (
-        transfer_syntax != DeflatedExplicitVRLittleEndian
-        and isinstance(last, RawDataElement)
-        and last.length != UNDEFINED_LENGTH
-        and last.value_tell + last.length != n_bytes
-    ):
-        raise ValueError("data set does not end where its last element ends")
+    if transfer_syntax != DeflatedExplicitVRLittleEndian and isinstance(last, RawDataElement):
+        # an undefined-length value (encapsulated pixel data, sequence) is followed by its 8-byte delimiter
+        size = last.length if last.length != UNDEFINED_LENGTH else len(last.value or b"") + 8
+        if last.value_tell + size != n_bytes:
+            raise ValueError("data set does not end where its last element ends")
 
 
 def echo(host: str, port: int, called_ae: str, calling_ae: str = "UARECHO", timeout_s: float = 10.0) -> int:

@@ -100,25 +100,33 @@ def test_corrupt_and_malformed_instances_fail_while_the_others_are_stored(
     truncated = tmp_path / "truncated.dcm"
     data = files[0].read_bytes()
     truncated.write_bytes(data[: len(data) // 2])
+    # encapsulated JPEG 2000 missing the last 4 bytes (half of its sequence delimiter)
+    j2k = dicom_dir / "pydicom-data__RG3_J2KI.dcm"
+    cut_j2k = tmp_path / "cut_j2k.dcm"
+    cut_j2k.write_bytes(j2k.read_bytes()[:-4])
+    j2k_meta = pydicom.dcmread(j2k, stop_before_pixels=True)
     bad = pydicom.dcmread(files[0])
     bad.SOPInstanceUID = generate_uid()
     bad.file_meta.MediaStorageSOPInstanceUID = bad.SOPInstanceUID
     del bad.StudyInstanceUID  # no study: cannot be grouped
     contexts = [(good1.SOPClassUID, good1.file_meta.TransferSyntaxUID)]
     contexts += [(good2.SOPClassUID, good2.file_meta.TransferSyntaxUID)]
+    contexts += [(j2k_meta.SOPClassUID, j2k_meta.file_meta.TransferSyntaxUID)]
     assoc = _sender(contexts).associate("127.0.0.1", cfg.port, ae_title=NODE_AE)
     assert assoc.is_established
     statuses = [assoc.send_c_store(good1).Status]
     statuses.append(assoc.send_c_store(truncated).Status)
     statuses.append(assoc.send_c_store(bad).Status)
     statuses.append(assoc.send_c_store(good2).Status)
+    statuses.append(assoc.send_c_store(cut_j2k).Status)
     assoc.release()
     assert statuses[0] == 0x0000 and statuses[3] == 0x0000
+    assert statuses[4] == 0xC210
     assert statuses[1] == 0xC210  # cannot understand
     assert statuses[2] == 0xA900  # data set does not match SOP class (no StudyInstanceUID)
     stored = sorted(p.stem for p in node.store.incoming_dir(study_key(SENDER_AE, study_uid)).iterdir())
     assert stored == sorted([good1.SOPInstanceUID, good2.SOPInstanceUID])
-    assert node.metrics.value("uar_node_instances_refused_total", status="0xC210") == 1
+    assert node.metrics.value("uar_node_instances_refused_total", status="0xC210") == 2
 
 
 def test_every_real_transfer_syntax_and_deflate_is_accepted(
