@@ -21,7 +21,13 @@ from plugin.node.config import load_config
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``node run|status|echo`` to the ``uar`` parser."""
-    node = subparsers.add_parser("node", help="DICOM node: receive studies, run the app, send SRs back")
+    add_commands(
+        subparsers.add_parser("node", help="DICOM node: receive studies, run the app, send SRs back")
+    )
+
+
+def add_commands(node: argparse.ArgumentParser) -> None:
+    """Add the ``run``, ``status`` and ``echo`` sub-commands to ``node``."""
     sub = node.add_subparsers(dest="node_command", required=True, metavar="SUBCOMMAND")
 
     run = sub.add_parser("run", help="run the node until SIGTERM / SIGINT")
@@ -170,10 +176,10 @@ def cmd_echo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m plugin.node``: the ``uar node`` commands without the ``uar`` dispatcher."""
-    parser = argparse.ArgumentParser(prog="python -m plugin.node")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["node", *(argv if argv is not None else sys.argv[1:])])
+    parser = argparse.ArgumentParser(prog="python -m plugin.node", description="the uar node commands")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_commands(parser)
+    args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except (FileNotFoundError, ValueError) as exc:

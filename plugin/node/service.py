@@ -121,10 +121,26 @@ class NodeService:
             job = self.queue.claim_next()
             if job is None:
                 break
-            work, outbox = self.store.run_dirs(job.key, job.run)
-            self._outbox[job.study_id] = outbox
-            self.pool.submit(index, job, self.store.incoming_dir(job.key), work)
+            try:
+                work, outbox = self.store.run_dirs(job.key, job.run)
+                self._outbox[job.study_id] = outbox
+                self.pool.submit(index, job, self.store.incoming_dir(job.key), work)
+            except Exception as exc:  # e.g. a worker that died a moment ago, a full disk
+                self._outbox.pop(job.study_id, None)
+                self._failed(WorkerResult(job, "error"), f"could not start the run ({type(exc).__name__})")
+                continue
             event("study_started", study_id=job.study_id, attempt=job.attempt, instances=job.n_instances)
+        self._reconcile()
+
+    def _reconcile(self) -> None:
+        """Re-queue studies marked running that no worker is running (a safety net; none are expected)."""
+        active = {s.job.study_id for s in self.pool.slots if s.job is not None}
+        for row in self.queue.studies(["running"]):
+            if row["id"] not in active:
+                self.queue.requeue(row["id"], "no worker was running it")
+                event(
+                    "study_requeued", logging.WARNING, study_id=row["id"], reason="no worker was running it"
+                )
 
     def _handle(self, r: WorkerResult) -> None:
         """Persist the outcome of one run (the only place study results are recorded)."""

@@ -204,8 +204,13 @@ class WorkerPool:
     def submit(self, index: int, job: Job, in_dir: Path, out_dir: Path) -> None:
         """Give ``job`` to worker ``index`` (one of :meth:`idle`)."""
         slot = self.slots[index]
-        assert slot.conn is not None
-        slot.conn.send((job.study_id, str(in_dir), str(out_dir)))
+        if slot.conn is None:
+            raise RuntimeError(f"worker {index} is not running")
+        try:
+            slot.conn.send((job.study_id, str(in_dir), str(out_dir)))
+        except OSError:
+            self._kill(slot)
+            raise
         slot.job, slot.started = job, time.monotonic()
 
     def busy(self) -> int:
