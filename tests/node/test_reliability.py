@@ -1,13 +1,16 @@
-"""Reliability with real peers: failure statuses retried, stuck runs killed, retried, moved to failed/."""
+"""Reliability with real peers: failure statuses retried, stuck runs moved to failed/, model errors."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
+from plugin.node.scp import echo
 from plugin.node.store import study_key
 from tests.node.conftest import (
+    NODE_AE,
     SENDER_AE,
     RecordingSCP,
     make_study,
@@ -57,3 +60,19 @@ def test_stuck_runs_are_killed_retried_then_moved_to_failed(
     assert not node.store.incoming_dir(key).exists()
     # the supervisor restarted the killed worker: a new study is processed normally afterwards
     assert node.pool.slots[0].proc is None or node.pool.slots[0].proc.is_alive()
+
+
+@pytest.mark.network
+def test_a_model_that_cannot_load_keeps_studies_queued_and_the_node_up(
+    dicom_dir: Path, tmp_path: Path, node_config, running_node
+) -> None:
+    cfg = node_config(model_path=str(tmp_path / "missing.safetensors"))
+    node = running_node(cfg)
+    _, files = make_study(dicom_dir, tmp_path / "study")
+    assert storescu(cfg.port, files).returncode == 0
+    fatal = wait_for(lambda: node.pool.last_fatal, 60, "the worker to report the model error")
+    assert "FileNotFoundError" in str(fatal)
+    wait_for(lambda: node.queue.counts()["queued"] == 1, 10, "the study to be queued")
+    time.sleep(1.0)
+    assert node.queue.counts()["queued"] == 1  # not charged, not failed: it waits for a working model
+    assert echo("127.0.0.1", cfg.port, NODE_AE, SENDER_AE) == 0
