@@ -341,7 +341,7 @@ def _sample_findings(rng: np.random.Generator, types: set[str]) -> Findings:
                 x=float(rng.uniform(0.3, 0.75)),
                 y=float(rng.uniform(0.25, 0.75)),
                 depth=float(rng.uniform(0.2, 0.8)),
-                diameter_mm=float(rng.uniform(35, 70) if mass else rng.uniform(16, 28)),
+                diameter_mm=float(rng.uniform(35, 70) if mass else rng.uniform(18, 28)),
             ),
         )
     if "edema" in types:
@@ -781,13 +781,16 @@ def _frontal(case: Case, cv: _Canvas, rng: np.random.Generator) -> np.ndarray:
             air *= 1.0 - 0.9 * dens
             att += 0.12 * dens - 0.1 * np.clip(bronch, 0.0, 1.0) * dens
         elif op.kind == "opacity":
-            fine = _lowfreq(rng, cv.size, 20)
-            dens = _smooth(1.1, 0.5, e + 0.2 * noise) * (0.85 + 0.15 * np.clip(fine, -1.0, 1.0))
-            air *= 1.0 - 0.75 * dens
+            # ground glass: large, homogeneous, ill-defined
+            e_gg = _ellipse(xs, y, cx, cy, op.extent * 1.6, op.extent * 1.3)
+            dens = _smooth(1.1, 0.45, e_gg + 0.15 * noise)
+            air *= 1.0 - 0.7 * dens
         else:
             fine = _lowfreq(rng, cv.size, 28)
-            dens = _smooth(1.3, 0.8, e) * _smooth(-0.2, 0.6, fine + 0.3)
-            air *= 1.0 - 0.85 * dens
+            # bronchopneumonia: discrete dense patches scattered over the zone
+            dens = _smooth(1.4, 0.9, e) * _smooth(0.2, 0.55, fine + 0.3)
+            air *= 1.0 - 0.95 * dens
+            att += 0.08 * dens
     for les in f.lesions:
         lg = lungs[les.side]
         cx = 0.14 + les.x * (lg.cx + lg.rx - 0.26)
@@ -798,8 +801,8 @@ def _frontal(case: Case, cv: _Canvas, rng: np.random.Generator) -> np.ndarray:
         lobulation = 1.0 + (0.12 if les.is_mass else 0.04) * np.sin(5 * theta + les.depth * 6.0)
         e = _ellipse(xs, y, cx, cy, r, r) / lobulation
         dens = _smooth(1.0 + soft / r, 1.0 - 2.0 * soft / r, e)
-        air *= 1.0 - 0.6 * dens
-        att += (0.3 if les.is_mass else 0.25) * dens
+        air *= 1.0 - 0.7 * dens
+        att += 0.3 * dens
     if f.edema:
         for lg in lungs.values():
             xs = lg.sign * x
