@@ -290,7 +290,8 @@ def build_dataset(
         ds.PresentationIntentType = "FOR PRESENTATION"
         ds.DetectorType = "SCINTILLATOR"
         ds.PixelIntensityRelationship = "LOG"
-        ds.PixelIntensityRelationshipSign = 1 if acq.photometric == "MONOCHROME2" else -1
+        # -1: higher values mean less X-ray intensity (bone bright, as stored in MONOCHROME2)
+        ds.PixelIntensityRelationshipSign = -1 if acq.photometric == "MONOCHROME2" else 1
         ds.PresentationLUTShape = "IDENTITY" if acq.photometric == "MONOCHROME2" else "INVERSE"
         ds.AnatomicRegionSequence = Sequence([_code(codes.SCT.Chest)])
         ds.AcquisitionContextSequence = Sequence()
