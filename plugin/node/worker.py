@@ -13,6 +13,7 @@ import contextlib
 import logging
 import multiprocessing as mp
 import os
+import resource
 import signal
 import time
 from dataclasses import dataclass, field
@@ -23,12 +24,30 @@ from typing import Any
 from plugin.node.log import event, setup_logging
 from plugin.node.queue import Job
 
+HOLOSCAN_STACK_BYTES = 32 * 2**20  # stack size Holoscan asks for
 MODEL_RETRY_S = 30.0  # pause before restarting a worker whose model failed to load
 _MAX_REASON = 300  # characters of an exception message kept as a failure reason
 
 
 def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:_MAX_REASON]
+
+
+def _raise_stack_limit(n_bytes: int) -> None:
+    """Raise the soft stack limit of this process (Holoscan recommends 32 MiB; Linux default 8 MiB)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
+    if soft != resource.RLIM_INFINITY and soft < n_bytes:
+        target = n_bytes if hard == resource.RLIM_INFINITY else min(n_bytes, hard)
+        resource.setrlimit(resource.RLIMIT_STACK, (target, hard))
+
+
+def _send(conn: Connection, msg: tuple[Any, ...]) -> bool:
+    """Send ``msg`` to the node; False if the node is gone (then the worker just ends)."""
+    try:
+        conn.send(msg)
+    except OSError:
+        return False
+    return True
 
 
 def worker_main(
@@ -41,7 +60,8 @@ def worker_main(
     """
     setup_logging(log_format)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when workers stop
-    os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "WARN")  # keep the node's log structured
+    os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "ERROR")  # keep the node's log structured
+    _raise_stack_limit(HOLOSCAN_STACK_BYTES)
     try:
         from plugin.runner import run_app
         from plugin.settings import AppSettings
@@ -50,9 +70,10 @@ def worker_main(
         settings = AppSettings.from_dict(app)
         generator = ReportGenerator.load(model_path)
     except Exception as exc:
-        conn.send(("fatal", _reason(exc)))
+        _send(conn, ("fatal", _reason(exc)))
         return
-    conn.send(("ready", os.getpid()))
+    if not _send(conn, ("ready", os.getpid())):
+        return
     while True:
         try:
             job = conn.recv()
@@ -75,7 +96,8 @@ def worker_main(
             )
         except Exception as exc:
             msg = ("error", study_id, _reason(exc), time.monotonic() - t0)
-        conn.send(msg)
+        if not _send(conn, msg):
+            return
 
 
 @dataclass
