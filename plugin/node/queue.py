@@ -302,13 +302,14 @@ class JobQueue:
     def _finish(
         self, db: sqlite3.Connection, study_id: int, state: str, reason: str | None, now: float
     ) -> str:
+        succeeded = state == "done"  # a success resets the attempt count, also when a re-run follows
         dirty = db.execute("SELECT dirty FROM studies WHERE id = ?", (study_id,)).fetchone()["dirty"]
         if dirty:
             state, reason = "receiving", None
         db.execute(
             "UPDATE studies SET state = ?, reason = ?, finished_at = ?, dirty = 0,"
-            " attempts = CASE WHEN ? = 'done' THEN 0 ELSE attempts END WHERE id = ?",
-            (state, reason, now, state, study_id),
+            " attempts = CASE WHEN ? THEN 0 ELSE attempts END WHERE id = ?",
+            (state, reason, now, succeeded, study_id),
         )
         return state
 

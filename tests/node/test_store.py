@@ -127,3 +127,19 @@ def test_deliveries_backoff_deadline_and_no_resend(tmp_path: Path) -> None:
     assert q2.delivery_counts() == {"pending": 1, "delivered": 1, "failed": 0}
     q2._conn().execute("UPDATE deliveries SET deadline = 0, next_attempt = 0")
     assert q2.mark_retry(out_id, "pacs", "status 0xA700", backoff_s=1, max_s=1) == "failed"
+
+
+def test_instances_arriving_during_a_run_trigger_another_run(tmp_path: Path) -> None:
+    q = JobQueue(tmp_path / "node.db")
+    sop_class = "1.2.840.10008.5.1.4.1.1.1"
+    sid = q.add_instance("k", "SENDER", "1.2", "1.2.1", sop_class, tmp_path / "a").study_id
+    q.promote_idle(0.0)
+    first = q.claim_next()
+    assert first is not None and first.n_instances == 1
+    q.add_instance("k", "SENDER", "1.2", "1.2.2", sop_class, tmp_path / "b")  # arrives mid-run
+    assert q.counts()["running"] == 1
+    sr = [("sr", tmp_path / "sr1.dcm", "1.2.9.1", "1.2.840.10008.5.1.4.1.1.88.22")]
+    assert q.finish_done(sid, sr, ["pacs"], export_deadline_s=60) == "receiving"
+    q.promote_idle(0.0)
+    second = q.claim_next()
+    assert second is not None and second.n_instances == 2 and second.run == "r2" and second.attempt == 1
