@@ -31,7 +31,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         return F.linear(x, weight, bias)
     flat = x.reshape(rows, x.shape[-1])  # (rows, d_in)
     out = torch.mm(weight, flat.T) if bias is None else torch.addmm(bias.unsqueeze(1), weight, flat.T)
-    return out.T.reshape(*x.shape[:-1], weight.shape[0])  # (d_out, rows) -> (..., d_out)
+    return out.T.contiguous().view(*x.shape[:-1], weight.shape[0])  # (d_out, rows) -> (..., d_out)
 
 
 class Linear(nn.Linear):
