@@ -52,6 +52,7 @@ def test_stuck_runs_are_killed_retried_then_moved_to_failed(
     assert storescu(cfg.port, files).returncode == 0
     wait_for(lambda: node.queue.counts()["failed"] == 1, 120, "the study to be marked failed")
     [row] = node.queue.studies()
+    wait_for(lambda: node.queue.events(row["id"])[-1]["kind"] == "moved_to_failed", 10, "the move to failed/")
     assert row["attempts"] == 2 and "exceeded" in row["reason"]
     kinds = [e["kind"] for e in node.queue.events(row["id"])]
     assert kinds == ["failure", "failure", "moved_to_failed"]
