@@ -125,6 +125,6 @@ def test_sr_and_pdf_are_exported_over_one_association_per_study(
         wait_for(lambda: len(rec.received) == 2, 120, "the SR and the PDF")
         assert sorted(ds.Modality for ds in rec.datasets) == ["DOC", "SR"]
         assert rec.associations == 1
-        assert node.queue.delivery_counts()["delivered"] == 2
+        wait_for(lambda: node.queue.delivery_counts()["delivered"] == 2, 10, "both deliveries recorded")
     finally:
         rec.stop()
