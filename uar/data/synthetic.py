@@ -770,8 +770,9 @@ def _frontal(case: Case, cv: _Canvas, rng: np.random.Generator) -> np.ndarray:
                 )
             elif op.zone == "lower":
                 dens = _smooth(-0.02, 0.04, y - (lg.diaphragm - lg.dome - 1.5 * op.extent) + edge)
+                # the costophrenic angle stays sharp (unlike an effusion)
                 dens *= _smooth(0.05, 0.2, xs + edge) * _smooth(
-                    lg.cx + lg.rx, lg.cx + lg.rx * 0.45, xs + edge
+                    lg.cx + lg.rx * 0.7, lg.cx + lg.rx * 0.3, xs + edge
                 )
             else:
                 # against the heart border: the border is lost (silhouette sign)
@@ -779,7 +780,7 @@ def _frontal(case: Case, cv: _Canvas, rng: np.random.Generator) -> np.ndarray:
                 dens = _smooth(1.1, 0.7, e_mid + 0.15 * noise)
             bronch = cv.lines(*_vessel_tree(rng, (lg.sign * (cx - 0.08), cy - 0.05), lg.sign, 0.5)[:2])
             air *= 1.0 - 0.9 * dens
-            att += 0.12 * dens - 0.1 * np.clip(bronch, 0.0, 1.0) * dens
+            att += 0.12 * dens - 0.2 * np.clip(bronch, 0.0, 1.0) * dens
         elif op.kind == "opacity":
             # ground glass: large, homogeneous, ill-defined
             e_gg = _ellipse(xs, y, cx, cy, op.extent * 1.6, op.extent * 1.3)
