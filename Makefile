@@ -35,6 +35,8 @@ demo: setup system-deps
 
 bench: setup system-deps
 	$(BIN)/python benchmarks/generate.py
+	$(BIN)/python benchmarks/app_overhead.py
+	$(BIN)/python benchmarks/node_ingest.py
 
 train-default: setup
 	bash scripts/train-default.sh

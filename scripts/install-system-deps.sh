@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests and the demo use as real DICOM peers:
-# dcmtk (storescu/storescp/dcmdump/dsrdump), Orthanc with DICOMweb, dicom3tools (dciodvfy), Java (METEOR).
+# dcmtk (storescu/storescp/dcmdump/dsrdump), Orthanc with DICOMweb, dicom3tools (dciodvfy), Java (METEOR),
+# openssl (TLS test certificates).
 # Quick when everything is already present; needs root (or sudo) otherwise.
 set -euo pipefail
 need=()
@@ -8,6 +9,7 @@ command -v storescu >/dev/null || need+=(dcmtk)
 command -v Orthanc >/dev/null || need+=(orthanc orthanc-dicomweb)
 command -v dciodvfy >/dev/null || need+=(dicom3tools)
 command -v java >/dev/null || need+=(default-jre-headless)
+command -v openssl >/dev/null || need+=(openssl)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

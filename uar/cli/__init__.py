@@ -19,7 +19,7 @@ from importlib.metadata import entry_points
 from uar import __version__
 
 # Sub-command modules of this package, in the order ``uar --help`` lists them.
-_BUILTIN = ("generate", "label", "evaluate", "train", "tokenizer", "data")
+_BUILTIN = ("generate", "label", "evaluate", "train", "tokenizer", "data", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
