@@ -11,11 +11,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${RUN:-runs/default}
-EPOCHS1=${EPOCHS1:-10}
-EPOCHS2=${EPOCHS2:-4}
+EPOCHS1=${EPOCHS1:-4}
+EPOCHS2=${EPOCHS2:-2}
 PARALLEL=${PARALLEL:-2}
 UAR=${UAR:-.venv/bin/uar}
-MODEL_ARGS=(--d-model 128 --n-heads 4 --d-ff 256 --layers 3 --n-basis 512 --dropout 0 --no-augment)
+MODEL_ARGS=(--d-model 128 --n-heads 4 --d-ff 256 --layers 3 --n-basis 512 --dropout 0 --mask-loss mean --no-augment)
 [ -f "$RUN/tokenizer.safetensors" ] || { echo "run scripts/train-default.sh first" >&2; exit 2; }
 
 train_row() {  # name preset [extra train flags...]

@@ -17,15 +17,15 @@ RUN=${RUN:-runs/default}
 CORPUS=${CORPUS:-../shared/data/iu_xray/annotation.json}
 N_TRAIN=${N_TRAIN:-5000}
 N_TEST=${N_TEST:-600}
-EPOCHS1=${EPOCHS1:-10}
-EPOCHS2=${EPOCHS2:-4}
+EPOCHS1=${EPOCHS1:-4}
+EPOCHS2=${EPOCHS2:-2}
 THREADS=${THREADS:-2}
 UAR=${UAR:-.venv/bin/uar}
 OUT=${OUT:-uar/default_model/uar-default.safetensors}
 export OMP_NUM_THREADS=$THREADS
 
 # Model size of the default (also used by benchmarks/ablations.sh): small enough for 2 CPU cores.
-MODEL_ARGS=(--d-model 128 --n-heads 4 --d-ff 256 --layers 3 --n-basis 512 --dropout 0 --no-augment)
+MODEL_ARGS=(--d-model 128 --n-heads 4 --d-ff 256 --layers 3 --n-basis 512 --dropout 0 --mask-loss mean --no-augment)
 
 [ -f "$CORPUS" ] || { echo "report corpus $CORPUS not found (set CORPUS=annotation.json)" >&2; exit 2; }
 mkdir -p "$RUN"

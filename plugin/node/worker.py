@@ -23,6 +23,7 @@ from typing import Any
 
 from plugin.node.log import event, setup_logging
 from plugin.node.queue import Job
+from uar.heap import fix_mmap_threshold
 
 HOLOSCAN_STACK_BYTES = 32 * 2**20  # stack size Holoscan asks for
 MODEL_RETRY_S = 30.0  # pause before restarting a worker whose model failed to load
@@ -62,6 +63,7 @@ def worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when workers stop
     os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "ERROR")  # keep the node's log structured
     _raise_stack_limit(HOLOSCAN_STACK_BYTES)
+    fix_mmap_threshold()  # steady memory over many studies (uar/heap.py)
     try:
         from plugin.runner import run_app
         from plugin.settings import AppSettings

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 
 from uar import __version__
+from uar.heap import fix_mmap_threshold
 
 # Sub-command modules of this package, in the order ``uar --help`` lists them.
 _BUILTIN = ("generate", "label", "evaluate", "train", "tokenizer", "data", "export")
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``uar`` console script; returns the process exit code."""
+    fix_mmap_threshold()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
