@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("UAR_SHARED_DATA", REPO.parent / "shared" / "data"))
+# The read-only data folder: $UAR_SHARED_DATA, else ../shared/data beside the checkout, else the
+# workspace's /work/shared/data (for clones made elsewhere, e.g. /tmp/fresh).
+_CANDIDATES = [REPO.parent / "shared" / "data", Path("/work/shared/data")]
+SHARED_DATA = Path(
+    os.environ.get("UAR_SHARED_DATA")
+    or next((str(p) for p in _CANDIDATES if p.is_dir()), str(_CANDIDATES[0]))
+)
 
 
 @pytest.fixture(scope="session")
