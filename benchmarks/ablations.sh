@@ -3,11 +3,11 @@
 # scripts/train-default.sh, every model with the same budget (epochs, batch, size, seed), then one
 # comparison table on the held-out synthetic test set (seed 2, 600 cases). Results: docs/benchmarks.md.
 #
-#   bash scripts/train-default.sh          # data, tokenizer, the UAR row (= the default model)
+#   bash scripts/train-default.sh          # data, tokenizer, the default row
 #   bash benchmarks/ablations.sh           # the other rows, two trainings at a time, then the table
 #
 # Variables as in scripts/train-default.sh (RUN, EPOCHS1, EPOCHS2); PARALLEL [2] trainings at once,
-# each with one CPU thread.
+# each with one CPU thread. Finished rows (RUN/ablations/NAME/done) are not trained again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${RUN:-runs/default}
@@ -15,23 +15,12 @@ EPOCHS1=${EPOCHS1:-4}
 EPOCHS2=${EPOCHS2:-2}
 PARALLEL=${PARALLEL:-2}
 UAR=${UAR:-.venv/bin/uar}
-MODEL_ARGS=(--d-model 128 --n-heads 4 --d-ff 256 --layers 3 --n-basis 512 --dropout 0 --mask-loss mean --no-augment)
+export OMP_NUM_THREADS=1
+# shellcheck source=scripts/train-common.sh
+source scripts/train-common.sh
 [ -f "$RUN/tokenizer.safetensors" ] || { echo "run scripts/train-default.sh first" >&2; exit 2; }
 
-train_row() {  # name preset [extra train flags...]
-  local name=$1 preset=$2
-  shift 2
-  local out="$RUN/ablations/$name" resume=()
-  [ -f "$out/done" ] && return 0
-  [ -f "$out/last.pt" ] && resume=(--resume)
-  OMP_NUM_THREADS=1 "$UAR" train --data "$RUN/data" --out "$out" --tokenizer "$RUN/tokenizer.safetensors" \
-    --preset "$preset" --epochs1 "$EPOCHS1" --epochs2 "$EPOCHS2" --step-size 4 --max-val-studies 150 \
-    --save-every 100 --name "$name" "${MODEL_ARGS[@]}" "${resume[@]}" "$@" > "$out.log" 2>&1
-  touch "$out/done"
-}
-
-mkdir -p "$RUN/ablations"
-rows=("base base" "no-lsu no-lsu" "no-cra no-cra" "no-tir no-tir" "single-stage uar --single-stage")
+rows=("uar uar" "base base" "no-lsu no-lsu" "no-cra no-cra" "no-tir no-tir" "single-stage uar --single-stage")
 running=0
 for row in "${rows[@]}"; do
   # shellcheck disable=SC2086
@@ -44,7 +33,7 @@ for row in "${rows[@]}"; do
 done
 wait
 
-checkpoints=("$RUN/uar/best.safetensors")
+checkpoints=()
 for row in "${rows[@]}"; do
   checkpoints+=("$RUN/ablations/${row%% *}/best.safetensors")
 done
