@@ -236,3 +236,22 @@ def test_mimic_cxr_jpg_dataset(mimic_root: Path, iu_entries: list[dict]) -> None
         MimicCxrJpgDataset(mimic_root, "train", tok, image_size=112, train=False)
     partial = MimicCxrJpgDataset(mimic_root, "train", tok, image_size=112, train=False, missing_ok=True)
     assert [r.id for r in partial.records] == ["d1", "d3"]
+
+
+def test_visual_token_cache_without_crops(r2gen_root: Path) -> None:
+    """n_crops=0 (training without augmentation): only the full view of each image is tokenised."""
+    torch.manual_seed(0)
+    vt = VisualTokenizer(VQConfig(codebook_size=64, hidden=16, code_dim=16, n_res_blocks=1))
+    cache = VisualTokenCache(vt, None, n_crops=0)
+    assert crop_offsets(112, 0) == []
+    ds = R2GenDataset(
+        r2gen_root,
+        "train",
+        tokenizer_for(r2gen_root),
+        n_views=2,
+        image_size=112,
+        train=False,
+        token_cache=cache,
+    )
+    assert ds.precompute_tokens(save=False) == 12
+    assert len(cache) == 12 and all(key.endswith("|full") for key in cache._ids)

@@ -125,13 +125,14 @@ def collate(batch: Sequence[Study]) -> Batch:
 def crop_offsets(image_size: int, n_crops: int) -> list[tuple[int, int]]:
     """Fixed training crop positions ``(top, left)`` inside the ``image_size * 8 / 7`` resize.
 
-    Centre first, then the four corners, then the edge midpoints (at most 9).
+    Centre first, then the four corners, then the edge midpoints (at most 9); 0 gives none (training
+    without crops reads the full view only).
     """
     m = train_resize(image_size) - image_size
     h = m // 2
     all_offsets = [(h, h), (0, 0), (0, m), (m, 0), (m, m), (0, h), (h, 0), (h, m), (m, h)]
-    if not 1 <= n_crops <= len(all_offsets):
-        raise ValueError(f"n_crops must be in 1..{len(all_offsets)}, got {n_crops}")
+    if not 0 <= n_crops <= len(all_offsets):
+        raise ValueError(f"n_crops must be in 0..{len(all_offsets)}, got {n_crops}")
     return all_offsets[:n_crops]
 
 

@@ -318,7 +318,8 @@ class _Trainer:
         cache = None
         cache_path = self.out_dir / "visual_tokens.safetensors"
         if self.visual_tok is not None:
-            n_crops = int(cfg.extra.get("n_crops", 5))
+            # Without augmentation the training items use the full view only: no crops to tokenise.
+            n_crops = int(cfg.extra.get("n_crops", 5)) if cfg.extra.get("augment", True) else 0
             # Only rank 0 reads or writes the file before the barrier below.
             cache = VisualTokenCache(self.visual_tok, cache_path if info.is_main else None, n_crops=n_crops)
         threshold = cfg.extra.get("vocab_threshold")
