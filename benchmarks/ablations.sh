@@ -7,7 +7,7 @@
 #   bash benchmarks/ablations.sh           # the other rows, two trainings at a time, then the table
 #
 # Variables as in scripts/train-default.sh (RUN, EPOCHS1, EPOCHS2); PARALLEL [2] trainings at once,
-# each with one CPU thread. Finished rows (RUN/ablations/NAME/done) are not trained again.
+# each with one CPU thread. Finished rows are not trained again (resumed with more EPOCHS2 they continue).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${RUN:-runs/default}

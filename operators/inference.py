@@ -87,14 +87,14 @@ def load_generator(model_path: str | Path | None = None) -> ReportGenerator:
 
 
 def generate_reports(
-    generator: ReportGenerator, studies: Sequence[CXRStudy], *, beam_size: int
+    generator: ReportGenerator, studies: Sequence[CXRStudy], *, beam_size: int, int8: bool = False
 ) -> list[StudyReport]:
     """Run the generator on each study: frontal image, and the lateral one when present."""
     out: list[StudyReport] = []
     for study in studies:
         start = time.perf_counter()
         lateral = study.lateral.pixels if study.lateral is not None else None
-        report = generator.generate(study.frontal.pixels, lateral, beam_size=beam_size)
+        report = generator.generate(study.frontal.pixels, lateral, beam_size=beam_size, int8=int8)
         seconds = time.perf_counter() - start
         log.info("study %s: report generated in %.3f s", uid_tag(study.study_instance_uid), seconds)
         out.append(StudyReport(study, report, seconds))
@@ -115,11 +115,13 @@ class UARInferenceOperator(Operator):
         model_path: Path | None = None,
         generator: ReportGenerator | None = None,
         beam_size: int = 3,
+        int8_decoding: bool = False,
         **kwargs: Any,
     ) -> None:
         self.model_path = model_path
         self.generator = generator
         self.beam_size = beam_size
+        self.int8_decoding = int8_decoding
         self.reports: list[StudyReport] = []
         super().__init__(fragment, *args, **kwargs)
 
@@ -133,5 +135,9 @@ class UARInferenceOperator(Operator):
         studies: list[CXRStudy] = op_input.receive("studies")
         if studies and self.generator is None:
             self.generator = load_generator(self.model_path)
-        self.reports = generate_reports(self.generator, studies, beam_size=self.beam_size) if studies else []
+        self.reports = (
+            generate_reports(self.generator, studies, beam_size=self.beam_size, int8=self.int8_decoding)
+            if studies
+            else []
+        )
         op_output.emit(self.reports, "reports")

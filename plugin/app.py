@@ -99,6 +99,7 @@ class UARReportApp(Application):
             model_path=Path(context.model_path) if context.model_path else None,
             generator=self.generator,
             beam_size=self.settings.beam_size,
+            int8_decoding=self.settings.int8_decoding,
             name="uar_inference",
         )
         self.sr_writer = SRWriterOperator(

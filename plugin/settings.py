@@ -27,6 +27,7 @@ class AppSettings:
     """
 
     beam_size: int = 3  # beam width of the report decoder
+    int8_decoding: bool = False  # decode with int8 weight copies: faster, wording may differ
     sr_series_number: int = 9901  # SeriesNumber (0020,0011) of the SR series
     sr_series_description: str = "AI draft report (UAR) - PRELIMINARY, NOT VERIFIED"
     write_pdf: bool = False  # also write an Encapsulated PDF of the same report

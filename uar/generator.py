@@ -124,22 +124,41 @@ class ReportGenerator:
         return ids.view(b, v, -1)
 
     def generate(
-        self, frontal: np.ndarray, lateral: np.ndarray | None = None, *, beam_size: int = 3
+        self,
+        frontal: np.ndarray,
+        lateral: np.ndarray | None = None,
+        *,
+        beam_size: int = 3,
+        int8: bool = False,
     ) -> Report:
-        """Write the report of one study (frontal and optional lateral image)."""
-        return self.generate_batch([(frontal, lateral)], beam_size=beam_size)[0]
+        """Write the report of one study (frontal and optional lateral image); see :meth:`generate_batch`."""
+        return self.generate_batch([(frontal, lateral)], beam_size=beam_size, int8=int8)[0]
 
     def generate_batch(
-        self, studies: Sequence[tuple[np.ndarray, np.ndarray | None]], *, beam_size: int = 3
+        self,
+        studies: Sequence[tuple[np.ndarray, np.ndarray | None]],
+        *,
+        beam_size: int = 3,
+        int8: bool = False,
     ) -> list[Report]:
-        """Write the reports of several studies in one batched search; ``beam_size=1`` is greedy."""
+        """Write the reports of several studies in one batched search; ``beam_size=1`` is greedy.
+
+        ``int8=True`` decodes with int8 copies of the weight matrices
+        (:meth:`uar.model.UAR.set_int8_decoding`): faster on CPU for one study at a time (docs/
+        benchmarks.md), the same findings for most studies but not always the same wording, and
+        batches of more than a few beams still run in fp32.
+        """
         if not studies:
             return []
         visual = self.visual_input(studies)
-        if beam_size == 1:
-            ids = greedy(self.model, visual)
-        else:
-            ids = beam_search(self.model, visual, beam_size=beam_size)
+        self.model.set_int8_decoding(int8)
+        try:
+            if beam_size == 1:
+                ids = greedy(self.model, visual)
+            else:
+                ids = beam_search(self.model, visual, beam_size=beam_size)
+        finally:
+            self.model.set_int8_decoding(False)
         reports = []
         for token_ids in ids:
             findings = readable_findings(self.text_tokenizer.decode(token_ids))

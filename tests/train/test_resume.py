@@ -14,6 +14,7 @@ import torch
 
 from tests.train.conftest import tiny_model_cfg, tiny_train_cfg
 from uar.checkpoint import load_checkpoint
+from uar.cli import main
 from uar.train import train
 
 # 8 studies, batch 4 -> 2 steps per epoch; stage 1 = 2 epochs, stage 2 = 1 epoch -> 6 steps in all.
@@ -65,3 +66,46 @@ def test_resume_mid_epoch_is_bit_identical(tiny_data, tiny_visual_tokenizer, tmp
     assert [(r["stage"], r["epoch"]) for r in epochs] == [("1", "0"), ("1", "1"), ("2", "0")]
     assert all(float(r["seconds"]) > 0 and r["val_bleu_4"] != "" for r in epochs)
     assert (split / "stage1_best.safetensors").is_file()
+
+
+def test_resume_extends_a_finished_run(tiny_data, tiny_visual_tokenizer, tmp_path):
+    """A finished run resumed with more stage-2 epochs continues exactly as if planned from the start."""
+
+    def run(out, epochs2, **kw):
+        return train(
+            tiny_data,
+            out,
+            tiny_model_cfg(),
+            tiny_train_cfg(epochs_stage2=epochs2),
+            visual_tokenizer_path=tiny_visual_tokenizer,
+            progress=False,
+            **kw,
+        )
+
+    straight, extended = tmp_path / "straight", tmp_path / "extended"
+    run(straight, 2)
+    run(extended, 1)
+    assert torch.load(extended / "last.pt", weights_only=False)["progress"]["finished"]
+    run(extended, 2, resume=True)
+
+    a = torch.load(straight / "last.pt", weights_only=False)
+    b = torch.load(extended / "last.pt", weights_only=False)
+    assert a["progress"]["global_step"] == b["progress"]["global_step"] == TOTAL_STEPS + 2
+    assert b["progress"]["finished"]
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), name
+    epochs = list(csv.DictReader((extended / "epochs.csv").open()))
+    assert [(r["stage"], r["epoch"]) for r in epochs] == [("1", "0"), ("1", "1"), ("2", "0"), ("2", "1")]
+
+    # `uar export --weights-from last.pt` ships the final-epoch weights with the run's tokenizers
+    shipped = tmp_path / "final.safetensors"
+    assert main(["export", str(extended / "best.safetensors"), str(shipped), "--weights-from",
+                 str(extended / "last.pt")]) == 0  # fmt: skip
+    final = load_checkpoint(shipped)
+    for name, t in final.model.state_dict().items():
+        assert torch.equal(t, b["model"][name]), name
+    other = tmp_path / "other"
+    train(tiny_data, other, tiny_model_cfg(d_model=16), tiny_train_cfg(epochs_stage1=1, epochs_stage2=0),
+          visual_tokenizer_path=tiny_visual_tokenizer, progress=False)  # fmt: skip
+    assert main(["export", str(extended / "best.safetensors"), str(tmp_path / "x.safetensors"),
+                 "--weights-from", str(other / "last.pt")]) == 2  # fmt: skip

@@ -6,7 +6,9 @@ Examples::
         --name uar-default --version 0.1.0 --metrics runs/default/uar-test.json
 
 The model weights are stored in float16 with ``--fp16`` (half the size; loaded back as float32); the
-visual tokenizer stays float32 so its token ids do not change.
+visual tokenizer stays float32 so its token ids do not change. ``--weights-from RUN/last.pt`` ships the
+weights of a run's resume file (the model at the end of its last epoch) instead of the checkpoint's
+own, with the checkpoint's configuration and tokenizers; both must come from the same run.
 """
 
 from __future__ import annotations
@@ -36,7 +38,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--metrics", type=Path, help="JSON file (e.g. a `uar evaluate` result) stored as the metrics"
     )
+    p.add_argument(
+        "--weights-from",
+        type=Path,
+        metavar="LAST_PT",
+        help="take the model weights from this resume file (a run's last.pt) of the same run",
+    )
     p.set_defaults(func=run)
+
+
+def load_resume_weights(path: Path, ckpt_config: dict[str, object]) -> dict[str, torch.Tensor]:
+    """The model state dict stored in a training resume file, checked against the checkpoint's config."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
+        raise ValueError(f"{path} is not a training resume file (last.pt)")
+    if state["model_config"] != ckpt_config:
+        raise ValueError(f"{path} was written for another model configuration than the checkpoint")
+    return state["model"]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,6 +64,12 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"uar export: {exc}", file=sys.stderr)
         return 2
+    if args.weights_from is not None:
+        try:
+            ckpt.model.load_state_dict(load_resume_weights(args.weights_from, ckpt.cfg.to_dict()))
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"uar export: {exc}", file=sys.stderr)
+            return 2
     metrics = ckpt.meta["metrics"]
     if args.metrics is not None:
         metrics = json.loads(args.metrics.read_text(encoding="utf-8"))

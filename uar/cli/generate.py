@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", type=Path, default=None, help="model file (default: embedded model)")
     p.add_argument("--beam", type=int, default=3, help="beam size; 1 = greedy (default: 3)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument(
+        "--int8", action="store_true", help="decode with int8 weight copies (faster; wording may differ)"
+    )
     p.set_defaults(func=run)
 
 
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     frontal = load_image(args.images[0])
     lateral = load_image(args.images[1]) if len(args.images) == 2 else None
     generator = ReportGenerator.load(args.checkpoint)
-    report = generator.generate(frontal, lateral, beam_size=args.beam)
+    report = generator.generate(frontal, lateral, beam_size=args.beam, int8=args.int8)
     if args.json:
         print(json.dumps(dataclasses.asdict(report)))
     else:

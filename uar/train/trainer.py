@@ -365,9 +365,13 @@ class _Trainer:
 
     def _loop(self, resume_state: dict[str, Any] | None) -> None:
         cfg, info, prog = self.train_cfg, self.info, self.progress_state
+        plan = stage_plan(cfg)
+        if prog.finished and prog.stage == plan[-1][0] and prog.epoch < plan[-1][1]:
+            # A finished run resumed with more epochs in its last stage continues that stage.
+            log.info("extending the finished run to %d epochs of stage %d", plan[-1][1], prog.stage)
+            prog.finished = False
         if prog.finished or (self.max_steps is not None and prog.global_step >= self.max_steps):
             return
-        plan = stage_plan(cfg)
         stages = [s for s, _ in plan]
         # One DDP wrapper for the whole run: its gradient hooks live on the parameters, and a second
         # wrapper would leave the first one's hooks firing until garbage collection.
