@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,8 @@ from PIL import Image
 from uar.cli import main
 from uar.data.synthetic import write_dataset
 from uar.eval.labeler import OBSERVATIONS, label_report
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -76,3 +80,18 @@ def test_bad_arguments(tmp_path):
         write_dataset(tmp_path, 0, seed=1, progress=False)
     with pytest.raises(FileNotFoundError):
         write_dataset(tmp_path, 2, seed=1, corpus=tmp_path / "missing.json", progress=False)
+
+
+def test_duplicate_floor_benchmark_on_a_written_set(tmp_path):
+    root = write_dataset(tmp_path / "set", 24, seed=5, size=64, progress=False).parent
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "duplicate_floor.py"), str(root)],
+        capture_output=True, text=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    lines = out.splitlines()
+    assert lines[0].startswith("grouped by positive labels") and "of 24 cases" in lines[0]
+    assert lines[1].startswith("grouped by categorical findings")
+    assert lines[2].startswith("normal cases")
+    # finer descriptions can only split groups: fewer cases share one
+    share = [float(line.split(";")[1].split("%")[0]) for line in lines[:2]]
+    assert share[1] <= share[0]
