@@ -96,6 +96,7 @@ class TrainConfig:
     eval_every: int = 1  # epochs between validation runs
     val_beam_size: int = 3
     max_val_studies: int | None = None  # cap validation size for quick runs
+    select: Literal["bleu_4", "ce_micro_f1"] = "bleu_4"  # validation metric that picks best.safetensors
     log: Literal["csv", "tensorboard"] = "csv"
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -60,7 +60,17 @@ def test_iu_defaults_and_flags():
         "--batch-size",
         "8",
     ]
-    model, tr = _configs(*TINY, *flags, "--max-val-studies", "5", "--vocab-threshold", "1", "--no-augment")
+    model, tr = _configs(
+        *TINY,
+        *flags,
+        "--max-val-studies",
+        "5",
+        "--vocab-threshold",
+        "1",
+        "--no-augment",
+        "--select",
+        "ce_micro_f1",
+    )
     assert (model.d_model, model.n_enc_layers, model.n_dec_layers, model.visual_encoder) == (32, 1, 1, "cnn")
     assert (tr.two_stage, tr.bf16, tr.epochs_stage1, tr.lr, tr.batch_size, tr.max_val_studies) == (
         False,
@@ -71,6 +81,7 @@ def test_iu_defaults_and_flags():
         5,
     )
     assert tr.extra == {"vocab_threshold": 1, "augment": False}
+    assert tr.select == "ce_micro_f1" and _configs()[1].select == "bleu_4"
 
 
 def test_mimic_defaults():

@@ -52,6 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-val-studies", type=int, help="validate on at most N studies")
     p.add_argument("--eval-every", type=int, help="epochs between validation runs (1)")
     p.add_argument("--val-beam-size", type=int, help="beam size for validation decoding (3)")
+    p.add_argument(
+        "--select",
+        choices=("bleu_4", "ce_micro_f1"),
+        help="validation metric that picks best.safetensors (bleu_4, the paper's)",
+    )
     p.add_argument("--log", choices=("csv", "tensorboard"), help="log format (csv)")
     p.add_argument(
         "--vocab-threshold", type=int, help="keep words seen >= N times in train (3 IU / 10 MIMIC)"
@@ -107,6 +112,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[UARConfig, TrainConfig]
         "max_val_studies": args.max_val_studies,
         "eval_every": args.eval_every,
         "val_beam_size": args.val_beam_size,
+        "select": args.select,
         "log": args.log,
     }
     train_changes.update({k: v for k, v in train_flags.items() if v is not None})

@@ -29,6 +29,8 @@ EPOCH_FIELDS = (
     "val_rouge_l",
     "val_cider",
     "best_bleu_4",
+    "val_ce_micro_f1",
+    "best_ce_micro_f1",
 )
 
 
@@ -79,6 +81,9 @@ class RunLogger:
             return
         path = self.run_dir / f"{name}.csv"
         new = not path.exists()
+        if not new:  # a file from an older version keeps its columns
+            with path.open(newline="") as f:
+                fields = tuple(next(csv.reader(f), fields))
         with path.open("a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=fields)
             if new:

@@ -9,7 +9,10 @@ epochs, so both schedules see the same number of epochs.
 Each stage gets a fresh AdamW (betas, eps, weight decay, amsgrad from :class:`TrainConfig`) and a
 StepLR decayed every ``step_size`` epochs by ``gamma``; gradients are clipped to ``grad_clip``
 (global L2 norm). After every ``eval_every`` epochs (and the last of each stage) the model decodes
-the validation split with beam search and the run keeps the weights with the best BLEU-4.
+the validation split with beam search and the run keeps the weights with the best BLEU-4 (the
+paper's protocol) or, with ``TrainConfig.select="ce_micro_f1"``, the best CE micro-F1 of the
+labeler on the generated reports against the studies' ground-truth labels (against the labeler on
+the reference reports where a study has none).
 
 Run folder (``out_dir``), written by rank 0 only:
 
@@ -71,13 +74,16 @@ class Progress:
     epoch: int = 0  # epoch index inside the current stage
     step_in_epoch: int = 0  # optimisation steps already done in the current epoch
     global_step: int = 0  # optimisation steps over the whole run
-    best_score: float = -math.inf  # best validation BLEU-4 so far
+    best_score: float = -math.inf  # best validation score so far (TrainConfig.select)
     best_stage: int = 0
     best_epoch: int = -1
     stage1_best_score: float = -math.inf
     epoch_loss_sums: dict[str, float] = field(default_factory=dict)  # running sums of this epoch
     epoch_seconds: float = 0.0  # training seconds already spent in this epoch
     finished: bool = False
+
+
+SELECT_METRICS = ("bleu_4", "ce_micro_f1")  # TrainConfig.select: what picks best.safetensors
 
 
 def stage_plan(train_cfg: TrainConfig) -> list[tuple[int, int]]:
@@ -138,6 +144,19 @@ def train_step(
         nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     return {k: float(out[k].detach()) for k in LOSS_KEYS if k in out}
+
+
+def validation_ce_f1(
+    generated: list[str], references: list[str], labels: list[dict[str, Any] | None]
+) -> float:
+    """CE micro-F1 of the labeler on ``generated`` against each study's ground-truth ``labels``,
+    or against the labeler on its reference report where a study has no labels."""
+    from uar.eval.ce import ce_scores
+    from uar.eval.labeler import label_report
+
+    predicted = [label_report(g) for g in generated]
+    truth = [lab if lab is not None else label_report(r) for lab, r in zip(labels, references, strict=True)]
+    return ce_scores(predicted, truth).micro.f1
 
 
 def train(
@@ -215,6 +234,8 @@ class _Trainer:
                 f"batch_size {train_cfg.batch_size} is the global batch and must be divisible by "
                 f"the number of processes ({info.world_size})"
             )
+        if train_cfg.select not in SELECT_METRICS:
+            raise ValueError(f"select must be one of {SELECT_METRICS}, got {train_cfg.select!r}")
         if model_cfg.visual_encoder == "lsu" and visual_tokenizer_path is None:
             raise ValueError("visual_encoder='lsu' needs a visual tokenizer (--tokenizer tok.safetensors)")
         self.data_dir = data_dir
@@ -402,7 +423,8 @@ class _Trainer:
         self._save_resume(optimizer, scheduler)
         if info.is_main:
             log.info(
-                "finished: best val BLEU-4 %.4f (stage %d, epoch %d) -> %s",
+                "finished: best val %s %.4f (stage %d, epoch %d) -> %s",
+                cfg.select,
                 prog.best_score,
                 prog.best_stage,
                 prog.best_epoch,
@@ -494,18 +516,19 @@ class _Trainer:
             val_started = time.perf_counter()
             metrics = self._validate()
             row["val_seconds"] = round(time.perf_counter() - val_started, 3)
-            row.update({f"val_{k}": metrics[k] for k in ("bleu_4", "bleu_1", "meteor", "rouge_l", "cider")
-                        if k in metrics})  # fmt: skip
+            row.update({f"val_{k}": metrics[k] for k in ("bleu_4", "bleu_1", "meteor", "rouge_l", "cider",
+                        "ce_micro_f1") if k in metrics})  # fmt: skip
             self._maybe_save_best(stage, metrics)
-        row["best_bleu_4"] = prog.best_score if prog.best_score > -math.inf else None
+        row[f"best_{cfg.select}"] = prog.best_score if prog.best_score > -math.inf else None
         if self.logger is not None:
             self.logger.epoch(row)
             log.info(
-                "stage %d epoch %d: loss %.4f, val BLEU-4 %s, %.1f s",
+                "stage %d epoch %d: loss %.4f, val BLEU-4 %s, val CE micro-F1 %s, %.1f s",
                 stage,
                 prog.epoch + 1,
                 means.get("loss", float("nan")),
                 f"{row['val_bleu_4']:.4f}" if "val_bleu_4" in row else "-",
+                f"{row['val_ce_micro_f1']:.4f}" if "val_ce_micro_f1" in row else "-",
                 seconds,
             )
         prog.epoch += 1
@@ -542,26 +565,27 @@ class _Trainer:
             generator=torch.Generator().manual_seed(0),
         )
         self.model.eval()
-        pairs: list[tuple[str, str]] = []
+        rows: list[tuple[str, str, dict[str, Any] | None]] = []
         for batch in tqdm(loader, desc="validation", disable=not self.progress, leave=False):
             visual, reports = self._inputs(batch)
             with autocast(info.device, cfg.bf16):
                 hyps = beam_search(
                     self.model, visual, beam_size=cfg.val_beam_size, max_len=self.model_cfg.max_len
                 )
-            for hyp, ref in zip(hyps, reports.tolist(), strict=True):
-                pairs.append((self.text_tok.decode(ref[1:]), self.text_tok.decode(hyp)))
+            for hyp, ref, labels in zip(hyps, reports.tolist(), batch.labels, strict=True):
+                rows.append((self.text_tok.decode(ref[1:]), self.text_tok.decode(hyp), labels))
         self.model.train()
-        all_pairs = [p for part in gather_objects(pairs, info) for p in part]
+        all_rows = [r for part in gather_objects(rows, info) for r in part]
         metrics: dict[str, float] = {}
         if info.is_main:
-            refs, hyps = zip(*all_pairs, strict=True)
+            refs, hyps, labels = zip(*all_rows, strict=True)
             metrics = nlg_metrics(list(refs), list(hyps), meteor=bool(cfg.extra.get("val_meteor", False)))
+            metrics["ce_micro_f1"] = validation_ce_f1(list(hyps), list(refs), list(labels))
         return broadcast_object(metrics, info)
 
     def _maybe_save_best(self, stage: int, metrics: dict[str, float]) -> None:
         prog = self.progress_state
-        score = float(metrics["bleu_4"])
+        score = float(metrics[self.train_cfg.select])
         extra = {"stage": stage, "epoch": prog.epoch + 1, "global_step": prog.global_step}
         if stage == 1 and score > prog.stage1_best_score:
             prog.stage1_best_score = score
