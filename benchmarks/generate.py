@@ -6,7 +6,7 @@ CNN, no CRA / TIR), both random-init at the default ``UARConfig()`` size:
 - per-study latency: two 112 px views, beam 3, reports forced to 60 tokens (eos blocked), including
   the visual tokenizer (UAR) or CNN (Base) forward; median over ``--studies`` studies after warm-up,
   ``torch.set_num_threads(--threads)`` (default 2); in fp32 and with int8 decoding
-  (``UAR.set_int8_decoding``: int8 weight copies for the decoding steps' products);
+  (``uar.modules.attention.int8_decoding``: int8 weight copies for the decoding steps' products);
 - FLOPs per study (``torch.utils.flop_counter.FlopCounterMode``: matmuls, convolutions, attention)
   against this machine's measured fp32 matmul GFLOP/s;
 - decoding with the key/value cache against recomputing the whole prefix every step.
@@ -29,6 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from uar.config import UARConfig, preset
 from uar.generation import beam_search
 from uar.model import UAR
+from uar.modules.attention import int8_decoding
 from uar.visual.vqvae import VisualTokenizer, VQConfig
 
 TOKENS = 60
@@ -98,13 +99,12 @@ def main() -> None:
 
     gflops = matmul_gflops()
     rows = []
-    for name, model, fn in (("UAR", uar, run_uar), ("Base", base, run_base)):
+    for name, fn in (("UAR", run_uar), ("Base", run_base)):
         work = count_gflop(fn, studies[0])
         for int8 in (False, True):
-            model.set_int8_decoding(int8)
-            latency = median_seconds(fn, studies, args.warmup)
+            with int8_decoding(int8):
+                latency = median_seconds(fn, studies, args.warmup)
             rows.append((f"{name} int8" if int8 else name, latency, work))
-        model.set_int8_decoding(False)
     few = studies[: args.uncached_studies]
     cached = median_seconds(run_uar, few, 1)
     uncached = median_seconds(lambda s: run_uar(s, use_cache=False), few, 1)

@@ -25,6 +25,7 @@ from uar.config import UARConfig
 from uar.data.images import to_tensor
 from uar.eval.labeler import label_report
 from uar.generation import beam_search, greedy
+from uar.modules.attention import int8_decoding
 from uar.report import impression_from_labels
 from uar.text.tokenizer import UNK
 
@@ -144,21 +145,18 @@ class ReportGenerator:
         """Write the reports of several studies in one batched search; ``beam_size=1`` is greedy.
 
         ``int8=True`` decodes with int8 copies of the weight matrices
-        (:meth:`uar.model.UAR.set_int8_decoding`): faster on CPU for one study at a time (docs/
+        (:func:`uar.modules.attention.int8_decoding`): faster on CPU for one study at a time (docs/
         benchmarks.md), the same findings for most studies but not always the same wording, and
         batches of more than a few beams still run in fp32.
         """
         if not studies:
             return []
         visual = self.visual_input(studies)
-        self.model.set_int8_decoding(int8)
-        try:
+        with int8_decoding(int8):
             if beam_size == 1:
                 ids = greedy(self.model, visual)
             else:
                 ids = beam_search(self.model, visual, beam_size=beam_size)
-        finally:
-            self.model.set_int8_decoding(False)
         reports = []
         for token_ids in ids:
             findings = readable_findings(self.text_tokenizer.decode(token_ids))

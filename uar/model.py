@@ -87,16 +87,6 @@ class UAR(nn.Module):
             if isinstance(module, nn.Linear) and not name.endswith("in_proj"):
                 nn.init.xavier_uniform_(module.weight)
 
-    def set_int8_decoding(self, enabled: bool) -> None:
-        """Decode with int8 copies of the weight matrices (few-row products only; inference only).
-
-        Training, encoding and any product with more than a few rows keep fp32; see
-        :func:`uar.modules.attention.linear`.
-        """
-        for module in self.modules():
-            if isinstance(module, Linear):
-                module.set_int8(enabled)
-
     @property
     def stage(self) -> int:
         """Training stage the model is in (1 or 2); decides whether TIR acts at inference."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import pytest
 import torch
@@ -23,7 +24,7 @@ from uar.modules import (
     mask_loss,
     triplet_loss,
 )
-from uar.modules.attention import Linear, linear
+from uar.modules.attention import Linear, int8_decoding, linear
 from uar.modules.cra import row_scale
 
 D = 32
@@ -338,31 +339,43 @@ def test_int8_weight_copy_error_and_refresh():
     x = torch.randn(3, D)
     with torch.inference_mode():
         exact = layer(x)
-        layer.set_int8(True)
-        packed = layer.int8()
-        assert packed is not None and packed.w.dtype == torch.int8 and packed.scale.shape == (48,)
-        # per-row scales: every weight within half a quantisation step (plus bf16 scale rounding)
-        restored = packed.w.float() * packed.scale.float().unsqueeze(1)
-        assert (restored - layer.weight).abs().max() <= layer.weight.abs().max() / 127 * 0.51 + 1e-2
-        approx = layer(x)
-        assert not torch.equal(approx, exact)
-        assert (approx - exact).abs().max() <= 0.03 * exact.abs().max()
-        assert layer.int8() is packed  # reused while the weight is unchanged
-        many = torch.randn(20, D)  # more than a few rows: fp32
-        assert torch.allclose(layer(many), F.linear(many, layer.weight, layer.bias), atol=1e-5)
+        assert layer.int8() is None  # outside int8_decoding: fp32
+        with int8_decoding():
+            packed = layer.int8()
+            assert packed is not None and packed.w.dtype == torch.int8 and packed.scale.shape == (48,)
+            # per-row scales: every weight within half a quantisation step (plus bf16 scale rounding)
+            restored = packed.w.float() * packed.scale.float().unsqueeze(1)
+            assert (restored - layer.weight).abs().max() <= layer.weight.abs().max() / 127 * 0.51 + 1e-2
+            approx = layer(x)
+            assert not torch.equal(approx, exact)
+            assert (approx - exact).abs().max() <= 0.03 * exact.abs().max()
+            assert layer.int8() is packed  # reused while the weight is unchanged
+            many = torch.randn(20, D)  # more than a few rows: fp32
+            assert torch.allclose(layer(many), F.linear(many, layer.weight, layer.bias), atol=1e-5)
+            with int8_decoding(False):
+                assert torch.allclose(layer(x), exact, atol=1e-6)
+        assert torch.allclose(layer(x), exact, atol=1e-6)
     with torch.no_grad():
         layer.weight.mul_(2.0)  # any update re-makes the copy
-    with torch.inference_mode():
+    with torch.inference_mode(), int8_decoding():
         assert layer.int8() is not packed
         assert (layer(x) - 2 * exact + layer.bias).abs().max() <= 0.06 * exact.abs().max() + 1e-3
-    assert layer.int8() is None  # autograd on (training): always fp32
-    assert torch.allclose(layer(x), F.linear(x, layer.weight, layer.bias), atol=1e-5)
-    layer.set_int8(False)
-    with torch.inference_mode():
-        assert torch.allclose(layer(x), F.linear(x, layer.weight, layer.bias), atol=1e-5)
+    with int8_decoding():
+        assert layer.int8() is None  # autograd on (training): always fp32
 
 
-def test_int8_decoding_close_to_fp32_and_off_again():
+def test_int8_decoding_is_per_thread():
+    layer = Linear(D, 48)
+    seen: list[bool] = []
+    with torch.inference_mode(), int8_decoding():
+        thread = threading.Thread(target=lambda: seen.append(layer.int8() is not None))
+        thread.start()
+        thread.join()
+        assert layer.int8() is not None
+    assert seen == [False]
+
+
+def test_int8_decoding_close_to_fp32():
     torch.manual_seed(0)
     model = UAR(TINY).eval()
     model.stage = 2
@@ -377,9 +390,8 @@ def test_int8_decoding_close_to_fp32_and_off_again():
 
     with torch.inference_mode():
         exact = step()
-        model.set_int8_decoding(True)
-        approx = step()
-        model.set_int8_decoding(False)
+        with int8_decoding():
+            approx = step()
         again = step()
     assert not torch.equal(approx, exact)
     assert (approx.exp() - exact.exp()).abs().max() < 0.02  # next-word probabilities

@@ -8,13 +8,16 @@ memory / CRA basis are computed once per generation.
 
 Decoding steps (a few rows: one token per beam) stream every weight matrix once per step, so their
 speed is bounded by memory traffic. Two inference-only measures apply to them: :func:`linear`'s
-weight-major product, and the optional int8 weight copy of :class:`Linear` (:meth:`Linear.set_int8`;
-per-output-row scales, bf16 activations), a quarter of the fp32 traffic.
+weight-major product, and, inside :func:`int8_decoding`, an int8 copy of each :class:`Linear` weight
+(per-output-row scales, bf16 activations): a quarter of the fp32 traffic.
 """
 
 from __future__ import annotations
 
+import contextvars
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +48,18 @@ class Int8Weight:
 
 
 INT8_MATMUL = hasattr(torch, "_weight_int8pack_mm")  # PyTorch's int8-weight CPU kernel
+_INT8_DECODING: contextvars.ContextVar[bool] = contextvars.ContextVar("uar_int8_decoding", default=False)
+
+
+@contextmanager
+def int8_decoding(enabled: bool = True) -> Iterator[None]:
+    """Within the block (this thread / task only), few-row :class:`Linear` products without autograd
+    read int8 copies of the weights (see :func:`linear`); training and many-row products stay fp32."""
+    token = _INT8_DECODING.set(enabled)
+    try:
+        yield
+    finally:
+        _INT8_DECODING.reset(token)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None, int8: Int8Weight | None = None) -> Tensor:
@@ -75,17 +90,13 @@ class Linear(nn.Linear):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.use_int8 = False
         self._int8: Int8Weight | None = None
         self._int8_key: tuple[int, int] | None = None
 
-    def set_int8(self, enabled: bool) -> None:
-        """Use (True) or stop using an int8 copy of the weight for few-row inference products."""
-        self.use_int8 = enabled
-
     def int8(self) -> Int8Weight | None:
-        """The int8 copy of the current weight when :meth:`set_int8` is on (re-made after any update)."""
-        if not self.use_int8 or torch.is_grad_enabled():
+        """Inside :func:`int8_decoding` without autograd: the int8 copy of the current weight (made
+        on first use and again after any update of the weight); otherwise ``None``."""
+        if not _INT8_DECODING.get() or torch.is_grad_enabled():
             return None
         key = (self.weight.data_ptr(), self.weight._version)
         if self._int8_key != key:
