@@ -1,14 +1,37 @@
-# Shared by scripts/train-default.sh and benchmarks/ablations.sh (sourced): the model size and budget
-# of every row, and train_row NAME PRESET [FLAGS...], which trains or resumes RUN/ablations/NAME (a finished
-# row resumed with more EPOCHS2 continues its stage 2; with the same budget it returns at once).
+# Shared by scripts/train-default.sh and benchmarks/ablations.sh (sourced): the model size of every row,
+# and the two budgets:
+#   short  EPOCHS1 + EPOCHS2_SHORT epochs, every row of the ablation table (RUN/ablations/NAME);
+#   long   the short run continued to EPOCHS1 + EPOCHS2 epochs (RUN/long/NAME, a copy of the short run
+#          folder resumed with more stage-2 epochs), the default model and the Base it is compared with.
+# train_row DIR NAME PRESET EPOCHS2 [FLAGS...] trains or resumes DIR/NAME (with the same budget a
+# finished run returns at once). long_row NAME PRESET continues RUN/ablations/NAME into RUN/long/NAME.
 MODEL_ARGS=(--d-model 128 --n-heads 4 --d-ff 256 --layers 3 --n-basis 512 --dropout 0 --mask-loss mean --no-augment)
+EPOCHS1=${EPOCHS1:-4}
+EPOCHS2_SHORT=${EPOCHS2_SHORT:-2}
+EPOCHS2=${EPOCHS2:-10}
 
 train_row() {
-  local name=$1 preset=$2
-  shift 2
-  local out="$RUN/ablations/$name" resume=()
+  local dir=$1 name=$2 preset=$3 epochs2=$4
+  shift 4
+  local out="$dir/$name" resume=()
+  mkdir -p "$dir"
   [ -f "$out/last.pt" ] && resume=(--resume)
   "$UAR" train --data "$RUN/data" --out "$out" --tokenizer "$RUN/tokenizer.safetensors" \
-    --preset "$preset" --epochs1 "$EPOCHS1" --epochs2 "$EPOCHS2" --step-size 4 --max-val-studies 150 \
+    --preset "$preset" --epochs1 "$EPOCHS1" --epochs2 "$epochs2" --step-size 4 --max-val-studies 150 \
     --save-every 100 --name "$name" "${MODEL_ARGS[@]}" "${resume[@]}" "$@" >> "$out.log" 2>&1
+}
+
+long_row() {
+  local name=$1 preset=$2
+  train_row "$RUN/ablations" "$name" "$preset" "$EPOCHS2_SHORT"
+  if [ ! -d "$RUN/long/$name" ]; then
+    mkdir -p "$RUN/long"
+    cp -r "$RUN/ablations/$name" "$RUN/long/$name"
+  fi
+  train_row "$RUN/long" "$name" "$preset" "$EPOCHS2"
+  # the shipped weights: the end of the last epoch (validation BLEU on 150 studies is too noisy to
+  # pick an epoch; decided before any test-set evaluation)
+  [ -f "$RUN/long/$name/final.safetensors" ] ||
+    "$UAR" export "$RUN/long/$name/best.safetensors" "$RUN/long/$name/final.safetensors" \
+      --weights-from "$RUN/long/$name/last.pt"
 }
