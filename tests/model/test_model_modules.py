@@ -24,7 +24,7 @@ from uar.modules import (
     mask_loss,
     triplet_loss,
 )
-from uar.modules.attention import Linear, int8_decoding, linear
+from uar.modules.attention import LARGE_KEYS, Linear, int8_decoding, linear
 from uar.modules.cra import row_scale
 
 D = 32
@@ -396,3 +396,28 @@ def test_int8_decoding_close_to_fp32():
     assert not torch.equal(approx, exact)
     assert (approx.exp() - exact.exp()).abs().max() < 0.02  # next-word probabilities
     assert torch.equal(again, exact)
+
+
+def test_int8_decoding_reads_long_key_value_sets_as_reused_bf16_copies():
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(D, 4).eval()
+    x, mem = torch.randn(1, 3, D), torch.randn(1, LARGE_KEYS, D)
+    bias = torch.randn(3, LARGE_KEYS)
+    with torch.inference_mode():
+        q, (k, v) = attn.project_q(x), attn.project_kv(mem)
+        exact = attn.attend_heads(q, k, v, bias=bias)
+        with int8_decoding():
+            approx = attn.attend_heads(q, k, v, bias=bias)
+            copies = attn._kv16
+            assert copies is not None and copies[2].dtype == torch.bfloat16
+            assert copies[2].shape == (1, 4, 8, LARGE_KEYS) and copies[2].is_contiguous()  # k^T
+            attn.attend_heads(q, k, v, bias=bias)
+            assert attn._kv16 is copies  # the same memory: no new copy
+            k2, v2 = attn.project_kv(mem * 2)
+            attn.attend_heads(q, k2, v2)
+            assert attn._kv16 is not copies and attn._kv16[0] is k2
+            latest = attn._kv16
+            attn.attend_heads(q, k[:, :, :10], v[:, :, :10])  # short sets are read in fp32: no copy
+            assert attn._kv16 is latest
+    assert not torch.equal(approx, exact)
+    assert (approx - exact).abs().max() <= 0.02 * exact.abs().max()

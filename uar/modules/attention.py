@@ -9,7 +9,8 @@ memory / CRA basis are computed once per generation.
 Decoding steps (a few rows: one token per beam) stream every weight matrix once per step, so their
 speed is bounded by memory traffic. Two inference-only measures apply to them: :func:`linear`'s
 weight-major product, and, inside :func:`int8_decoding`, an int8 copy of each :class:`Linear` weight
-(per-output-row scales, bf16 activations): a quarter of the fp32 traffic.
+(per-output-row scales, bf16 activations; a quarter of the fp32 traffic) and bf16 copies of the long
+key/value sets that every step re-reads (the CRA basis, the encoder memory; half the traffic).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from torch import Tensor, nn
 
 SMALL_ROWS = 8  # inputs with at most this many rows take the weight-major product in `linear`
 SMALL_QUERIES = 8  # attention with at most this many queries per head uses explicit matmuls
+LARGE_KEYS = 256  # under int8 decoding, key/value sets at least this long are read as bf16 copies
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,7 @@ class MultiHeadAttention(nn.Module):
         self.d_model = d_model
         self.in_proj = Linear(d_model, 3 * d_model)  # rows: W_Q, W_K, W_V
         self.out_proj = Linear(d_model, d_model)
+        self._kv16: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
         for i in range(3):  # each of W_Q, W_K, W_V initialised as its own d x d matrix
             nn.init.xavier_uniform_(self.in_proj.weight[i * d_model : (i + 1) * d_model])
 
@@ -154,6 +157,17 @@ class MultiHeadAttention(nn.Module):
         q, k, v = self.in_proj(x).split(self.d_model, dim=-1)
         return self.split_heads(q), self.split_heads(k), self.split_heads(v)
 
+    def _bf16_kv(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """bf16 copies of ``k^T`` (.., d_k, S) and ``v`` (.., S, d_k), reused while the same tensor
+        objects come back: every decoding step of one generation passes the same projected memory /
+        basis, which nothing modifies in place (inference tensors)."""
+        c = self._kv16
+        if c is None or c[0] is not k or c[1] is not v:
+            kt = k.transpose(-1, -2).to(torch.bfloat16).contiguous()
+            c = (k, v, kt, v.to(torch.bfloat16).contiguous())
+            self._kv16 = c
+        return c[2], c[3]
+
     def attend_heads(
         self, q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None = None, bias: Tensor | None = None
     ) -> Tensor:
@@ -173,11 +187,20 @@ class MultiHeadAttention(nn.Module):
         if mask is not None:
             fill = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, -math.inf)
             attn_mask = fill if attn_mask is None else attn_mask + fill
+        p = self.dropout if self.training else 0.0
+        few = q.shape[2] <= SMALL_QUERIES and p == 0.0
+        if few and _INT8_DECODING.get() and k.shape[-2] >= LARGE_KEYS and not torch.is_grad_enabled():
+            kt16, v16 = self._bf16_kv(k, v)  # (B or 1, H, d_k, S), (B or 1, H, S, d_k)
+            logits = (q.to(torch.bfloat16) @ kt16).float() * (1.0 / math.sqrt(self.d_k))  # (B, H, N, S)
+            if attn_mask is not None:
+                logits = logits + attn_mask
+            out = (torch.softmax(logits, dim=-1).to(torch.bfloat16) @ v16).to(q.dtype)  # (B, H, N, d_k)
+            b, _, n, _ = out.shape
+            return self.out_proj(out.transpose(1, 2).reshape(b, n, self.n_heads * self.d_k))
         if k.shape[0] != q.shape[0]:
             k = k.expand(q.shape[0], -1, -1, -1)
             v = v.expand(q.shape[0], -1, -1, -1)
-        p = self.dropout if self.training else 0.0
-        if q.shape[2] <= SMALL_QUERIES and p == 0.0:
+        if few:
             # decoding steps: explicit matmuls beat the fused kernel's blocking for a few queries
             logits = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(self.d_k))  # (B, H, N, S)
             if attn_mask is not None:
