@@ -100,11 +100,12 @@ def main() -> None:
     gflops = matmul_gflops()
     rows = []
     for name, fn in (("UAR", run_uar), ("Base", run_base)):
-        work = count_gflop(fn, studies[0])
+        latencies = []
         for int8 in (False, True):
             with int8_decoding(int8):
-                latency = median_seconds(fn, studies, args.warmup)
-            rows.append((f"{name} int8" if int8 else name, latency, work))
+                latencies.append(median_seconds(fn, studies, args.warmup))
+        work = count_gflop(fn, studies[0])
+        rows += [(name, latencies[0], work), (f"{name} int8", latencies[1], work)]
     few = studies[: args.uncached_studies]
     cached = median_seconds(run_uar, few, 1)
     uncached = median_seconds(lambda s: run_uar(s, use_cache=False), few, 1)

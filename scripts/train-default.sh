@@ -12,6 +12,7 @@
 #   N_TRAIN [5000]       training cases    N_TEST [600] held-out test cases (seed 2, never trained on)
 #   PRESET [no-lsu]      model variant: UAR's CRA + TIR on the CNN encoder; the LSU variants collapsed
 #                        to one report at this budget (docs/benchmarks.md)
+#   MODEL_VERSION [0.2.0] version stored in the shipped model (and in every SR it writes)
 #   EPOCHS1 [4] / EPOCHS2 [10]  stage-1 / stage-2 epochs (the first EPOCHS2_SHORT [2] of stage 2 are
 #                        the ablation table's budget: scripts/train-common.sh)     THREADS [2] CPU threads
 # benchmarks/ablations.sh trains the other rows with the same budget into the same RUN folder.
@@ -25,6 +26,7 @@ PRESET=${PRESET:-no-lsu}
 THREADS=${THREADS:-2}
 UAR=${UAR:-.venv/bin/uar}
 OUT=${OUT:-uar/default_model/uar-default.safetensors}
+MODEL_VERSION=${MODEL_VERSION:-0.2.0}
 export OMP_NUM_THREADS=$THREADS
 # shellcheck source=scripts/train-common.sh
 source scripts/train-common.sh
@@ -43,5 +45,5 @@ long_row "$PRESET" "$PRESET"
 model="$RUN/long/$PRESET"
 [ -f "$model-test.json" ] ||
   "$UAR" evaluate --checkpoint "$model/final.safetensors" --data "$RUN/test" --split test --out "$model-test.json"
-"$UAR" export "$model/final.safetensors" "$OUT" --fp16 --name uar-default \
-  --version "$(.venv/bin/python -c 'import uar; print(uar.__version__)')" --metrics "$model-test.json"
+"$UAR" export "$model/final.safetensors" "$OUT" --fp16 --name uar-default --version "$MODEL_VERSION" \
+  --metrics "$model-test.json"
