@@ -1,4 +1,4 @@
-"""How many exact-duplicate reports a faithful deterministic decoder must write on a synthetic set.
+"""How many duplicate reports a decoder whose words depend on the drawn findings only would write.
 
 A decoder that describes exactly what each image shows (every finding with its side, grade, zone and
 device type) and nothing else writes the same report for two cases with the same description. On a
