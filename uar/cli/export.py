@@ -49,8 +49,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def load_resume_weights(path: Path, ckpt_config: dict[str, object]) -> dict[str, torch.Tensor]:
     """The model state dict stored in a training resume file, checked against the checkpoint's config."""
+    from uar.train.trainer import RESUME_FORMAT
+
     state = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
+    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
         raise ValueError(f"{path} is not a training resume file (last.pt)")
     if state["model_config"] != ckpt_config:
         raise ValueError(f"{path} was written for another model configuration than the checkpoint")

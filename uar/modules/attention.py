@@ -188,25 +188,20 @@ class MultiHeadAttention(nn.Module):
             fill = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, -math.inf)
             attn_mask = fill if attn_mask is None else attn_mask + fill
         p = self.dropout if self.training else 0.0
-        few = q.shape[2] <= SMALL_QUERIES and p == 0.0
-        if few and _INT8_DECODING.get() and k.shape[-2] >= LARGE_KEYS and not torch.is_grad_enabled():
-            kt16, v16 = self._bf16_kv(k, v)  # (B or 1, H, d_k, S), (B or 1, H, S, d_k)
-            logits = (q.to(torch.bfloat16) @ kt16).float() * (1.0 / math.sqrt(self.d_k))  # (B, H, N, S)
-            if attn_mask is not None:
-                logits = logits + attn_mask
-            out = (torch.softmax(logits, dim=-1).to(torch.bfloat16) @ v16).to(q.dtype)  # (B, H, N, d_k)
-            b, _, n, _ = out.shape
-            return self.out_proj(out.transpose(1, 2).reshape(b, n, self.n_heads * self.d_k))
-        if k.shape[0] != q.shape[0]:
-            k = k.expand(q.shape[0], -1, -1, -1)
-            v = v.expand(q.shape[0], -1, -1, -1)
-        if few:
+        if q.shape[2] <= SMALL_QUERIES and p == 0.0:
             # decoding steps: explicit matmuls beat the fused kernel's blocking for a few queries
-            logits = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(self.d_k))  # (B, H, N, S)
+            if _INT8_DECODING.get() and k.shape[-2] >= LARGE_KEYS and not torch.is_grad_enabled():
+                kt, vv = self._bf16_kv(k, v)  # (B or 1, H, d_k, S), (B or 1, H, S, d_k) bf16
+            else:
+                kt, vv = k.transpose(-1, -2), v
+            logits = (q.to(kt.dtype) @ kt).to(q.dtype) * (1.0 / math.sqrt(self.d_k))  # (B, H, N, S)
             if attn_mask is not None:
                 logits = logits + attn_mask
-            out = torch.softmax(logits, dim=-1) @ v  # (B, H, N, d_k)
+            out = (torch.softmax(logits, dim=-1).to(vv.dtype) @ vv).to(q.dtype)  # (B, H, N, d_k)
         else:
+            if k.shape[0] != q.shape[0]:
+                k = k.expand(q.shape[0], -1, -1, -1)
+                v = v.expand(q.shape[0], -1, -1, -1)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)  # (B, H, N, d_k)
         b, _, n, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, self.n_heads * self.d_k))
