@@ -6,10 +6,12 @@ CNN, no CRA / TIR), both random-init at the default ``UARConfig()`` size:
 - per-study latency: two 112 px views, beam 3, reports forced to 60 tokens (eos blocked), including
   the visual tokenizer (UAR) or CNN (Base) forward; median over ``--studies`` studies after warm-up,
   ``torch.set_num_threads(--threads)`` (default 2); in fp32 and with int8 decoding
-  (``uar.modules.attention.int8_decoding``: int8 weight copies for the decoding steps' products);
+  (``uar.modules.attention.int8_decoding``: int8 weight copies for the decoding steps' products, bf16
+  encoding); UAR with its memo of aligned word embeddings (``UAR.word_memo``, as a running generator
+  keeps it; the warm-up studies start it empty; its hit rate is printed) and with the memo off;
 - FLOPs per study (``torch.utils.flop_counter.FlopCounterMode``: matmuls, convolutions, attention)
   against this machine's measured fp32 matmul GFLOP/s;
-- decoding with the key/value cache against recomputing the whole prefix every step.
+- decoding with the key/value cache against recomputing the whole prefix every step (memo off).
 
 Targets (issue 2): <= 0.3 s per study median on 2 cores; cache >= 5x faster than no cache.
 
@@ -30,6 +32,7 @@ from uar.config import UARConfig, preset
 from uar.generation import beam_search
 from uar.model import UAR
 from uar.modules.attention import int8_decoding
+from uar.modules.memo import TokenMemo
 from uar.visual.vqvae import VisualTokenizer, VQConfig
 
 TOKENS = 60
@@ -99,13 +102,19 @@ def main() -> None:
 
     gflops = matmul_gflops()
     rows = []
-    for name, fn in (("UAR", run_uar), ("Base", run_base)):
-        latencies = []
+    hit_rate = 0.0
+    models = (("UAR", run_uar, True), ("UAR no memo", run_uar, False), ("Base", run_base, False))
+    for name, fn, memo in models:
         for int8 in (False, True):
+            uar.word_memo = TokenMemo() if memo else TokenMemo(capacity=0)
             with int8_decoding(int8):
-                latencies.append(median_seconds(fn, studies, args.warmup))
-        work = count_gflop(fn, studies[0])
-        rows += [(name, latencies[0], work), (f"{name} int8", latencies[1], work)]
+                latency = median_seconds(fn, studies, args.warmup)
+            if not int8:
+                if memo:
+                    hit_rate = uar.word_memo.hits / max(1, uar.word_memo.hits + uar.word_memo.misses)
+                work = count_gflop(fn, studies[0])  # fp32 (with the memo: as warm as after the timing)
+            rows.append((f"{name} int8" if int8 else name, latency, work))
+    uar.word_memo = TokenMemo(capacity=0)
     few = studies[: args.uncached_studies]
     cached = median_seconds(run_uar, few, 1)
     uncached = median_seconds(lambda s: run_uar(s, use_cache=False), few, 1)
@@ -115,10 +124,11 @@ def main() -> None:
         f"threads={args.threads}  studies={args.studies}  beam={BEAM}  tokens={TOKENS}  views={cfg.n_views}"
     )
     print(f"measured fp32 matmul (1024^3): {gflops:.1f} GFLOP/s")
-    print(f"{'model':<9} {'median s/study':>15} {'GFLOP/study':>12} {'ideal s':>8} {'matmul eff.':>11}")
+    print(f"{'model':<16} {'median s/study':>15} {'GFLOP/study':>12} {'ideal s':>8} {'matmul eff.':>11}")
     for name, latency, work in rows:
         ideal = work / gflops
-        print(f"{name:<9} {latency:>15.3f} {work:>12.2f} {ideal:>8.3f} {ideal / latency:>10.0%}")
+        print(f"{name:<16} {latency:>15.3f} {work:>12.2f} {ideal:>8.3f} {ideal / latency:>10.0%}")
+    print(f"UAR word memo (fp32 run, warm-up included): {hit_rate:.0%} of the decoded words found")
     print(
         f"UAR, cache vs no cache ({len(few)} studies): whole generation {cached:.3f} s vs {uncached:.3f} s"
         f" = {uncached / cached:.1f}x; decoding alone (minus {encode:.3f} s encoding)"

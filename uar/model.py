@@ -14,10 +14,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from uar.config import UARConfig
-from uar.modules.attention import Linear
+from uar.modules.attention import Linear, int8_decoding_enabled
 from uar.modules.cnn import CNNEncoder
 from uar.modules.cra import CRA, masked_mean, triplet_loss
 from uar.modules.lsu import LSU, WordEmbedding
+from uar.modules.memo import TokenMemo
 from uar.modules.tir import TIRMask
 from uar.modules.transformer import Decoder, Encoder, KVCache
 
@@ -82,6 +83,7 @@ class UAR(nn.Module):
         # T_max = max_len + 1 decoder inputs (bos + up to max_len words) x L_max visual tokens
         self.tir = TIRMask(cfg.max_len + 1, self.memory_len, cfg.tir_k) if cfg.use_tir else None
         self.register_buffer("stage_id", torch.tensor(1))
+        self.word_memo = TokenMemo()  # aligned embeddings of decoded words, see decode_step
         for name, module in self.named_modules():
             # R2GenCMN: Xavier-uniform matrices; attention in_proj blocks are initialised per block
             if isinstance(module, nn.Linear) and not name.endswith("in_proj"):
@@ -188,6 +190,7 @@ class UAR(nn.Module):
         rows = enc.shape[0] * beams
         tir_bias = self.tir.bias(max_len, enc.shape[1]) if self.tir_active(self.stage) else None
         if use_cache:
+            self.word_memo.validate(self._word_memo_signature())
             mem_kv = self.decoder.memory_kv(enc)  # projected once per study, shared by its beams
             cache = self.decoder.new_cache(rows, max_len, enc)
             return DecodeState(rows, enc, mem_kv, cache, basis_kv, tir_bias)
@@ -197,14 +200,14 @@ class UAR(nn.Module):
     def decode_step(self, state: DecodeState, prefix: Tensor) -> Tensor:
         """Log-probabilities (R, V) of the next word after ``prefix`` (R, t+1) = [0, w1..wt].
 
-        With a cache only the last token is embedded and run through the decoder; without one the
-        whole prefix is recomputed.
+        With a cache only the last token is embedded (and aligned, through :meth:`step_words`) and run
+        through the decoder; without one the whole prefix is recomputed.
         """
         t = prefix.shape[1] - 1
         if state.cache is not None:
             if state.cache.length != t:
                 raise ValueError(f"KV cache holds {state.cache.length} steps, the prefix {t + 1} tokens")
-            x = self.align(self.embed_words(prefix[:, -1:], start=t), state.basis_kv)  # (R, 1, d)
+            x = self.step_words(prefix[:, -1], t, state.basis_kv)  # (R, 1, d)
             bias = state.tir_bias[t : t + 1] if state.tir_bias is not None else None  # (1, L)
             h = self.decoder.step(x, state.cache, state.mem_kv, bias)  # (R, 1, d)
         else:
@@ -212,6 +215,30 @@ class UAR(nn.Module):
             bias = state.tir_bias[: t + 1] if state.tir_bias is not None else None  # (t+1, L)
             h = self.decoder(x, state.memory, bias)[:, -1:]  # (R, 1, d)
         return F.log_softmax(self.head(h[:, 0]), dim=-1)
+
+    def step_words(self, words: Tensor, position: int, basis_kv: tuple[Tensor, Tensor] | None) -> Tensor:
+        """F^(R) of one decoded word per row: words (R,) at ``position`` -> (R, 1, d).
+
+        With CRA the rows come from :attr:`word_memo` (computed on first use; kept across calls while
+        the weights stay the same, see :mod:`uar.modules.memo`): the same numbers as aligning them here.
+        """
+        if self.cra is None:
+            return self.embed_words(words.unsqueeze(1), start=position)
+
+        def compute(ids: list[int]) -> Tensor:
+            e = self.embed_words(torch.tensor(ids, device=words.device).unsqueeze(1), start=position)
+            return self.align(e, basis_kv)[:, 0]  # (m, d)
+
+        mode = (int8_decoding_enabled(), torch.is_autocast_enabled(words.device.type))
+        return self.word_memo.rows(mode, position, words.tolist(), compute).unsqueeze(1)
+
+    def _word_memo_signature(self) -> tuple[tuple[int, int], ...]:
+        """Storage and version of every tensor the aligned word embeddings depend on."""
+        embed = self.lsu.word_embed if self.cfg.visual_encoder == "lsu" else self.word_embed
+        tensors = [*embed.parameters(), *embed.buffers()]
+        if self.cra is not None:
+            tensors += [*self.cra.parameters(), *self.cra.buffers()]
+        return tuple((t.data_ptr(), t._version) for t in tensors)
 
 
 def word_mask(reports: Tensor) -> Tensor:

@@ -398,26 +398,33 @@ def test_int8_decoding_close_to_fp32():
     assert torch.equal(again, exact)
 
 
-def test_int8_decoding_reads_long_key_value_sets_as_reused_bf16_copies():
+def test_long_key_value_sets_are_read_from_reused_contiguous_copies():
     torch.manual_seed(0)
     attn = MultiHeadAttention(D, 4).eval()
     x, mem = torch.randn(1, 3, D), torch.randn(1, LARGE_KEYS, D)
     bias = torch.randn(3, LARGE_KEYS)
     with torch.inference_mode():
         q, (k, v) = attn.project_q(x), attn.project_kv(mem)
+        logits = (q @ k.transpose(-1, -2) + bias) / math.sqrt(D // 4)
+        expected = attn.out_proj((torch.softmax(logits, -1) @ v).transpose(1, 2).reshape(1, 3, D))
         exact = attn.attend_heads(q, k, v, bias=bias)
+        assert torch.allclose(exact, expected, atol=1e-5)
+        copies = attn._kv_copies
+        assert copies is not None and copies[2].dtype == torch.float32
+        assert copies[2].shape == (1, 4, 8, LARGE_KEYS) and copies[2].is_contiguous()  # k^T
+        attn.attend_heads(q, k, v, bias=bias)
+        assert attn._kv_copies is copies  # the same memory: no new copy
         with int8_decoding():
             approx = attn.attend_heads(q, k, v, bias=bias)
-            copies = attn._kv16
-            assert copies is not None and copies[2].dtype == torch.bfloat16
-            assert copies[2].shape == (1, 4, 8, LARGE_KEYS) and copies[2].is_contiguous()  # k^T
+            copies = attn._kv_copies
+            assert copies is not None and copies[2].dtype == torch.bfloat16 and copies[3].is_contiguous()
             attn.attend_heads(q, k, v, bias=bias)
-            assert attn._kv16 is copies  # the same memory: no new copy
+            assert attn._kv_copies is copies
             k2, v2 = attn.project_kv(mem * 2)
             attn.attend_heads(q, k2, v2)
-            assert attn._kv16 is not copies and attn._kv16[0] is k2
-            latest = attn._kv16
-            attn.attend_heads(q, k[:, :, :10], v[:, :, :10])  # short sets are read in fp32: no copy
-            assert attn._kv16 is latest
+            assert attn._kv_copies is not copies and attn._kv_copies[0] is k2
+            latest = attn._kv_copies
+            attn.attend_heads(q, k[:, :, :10], v[:, :, :10])  # short sets are read in place: no copy
+            assert attn._kv_copies is latest
     assert not torch.equal(approx, exact)
     assert (approx - exact).abs().max() <= 0.02 * exact.abs().max()

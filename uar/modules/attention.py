@@ -7,10 +7,11 @@ key/value cache (:mod:`uar.modules.transformer`) appends one step at a time, and
 memory / CRA basis are computed once per generation.
 
 Decoding steps (a few rows: one token per beam) stream every weight matrix once per step, so their
-speed is bounded by memory traffic. Two inference-only measures apply to them: :func:`linear`'s
-weight-major product, and, inside :func:`int8_decoding`, an int8 copy of each :class:`Linear` weight
-(per-output-row scales, bf16 activations; a quarter of the fp32 traffic) and bf16 copies of the long
-key/value sets that every step re-reads (the CRA basis, the encoder memory; half the traffic).
+speed is bounded by memory traffic. Inference-only measures apply to them: :func:`linear`'s
+weight-major product; contiguous copies of the long key/value sets that every step re-reads (the CRA
+basis, the encoder memory), made once per generation; and, inside :func:`int8_decoding`, an int8 copy
+of each :class:`Linear` weight (per-output-row scales, bf16 activations; a quarter of the fp32
+traffic) with those key/value copies in bf16 (half the traffic).
 """
 
 from __future__ import annotations
@@ -56,12 +57,18 @@ _INT8_DECODING: contextvars.ContextVar[bool] = contextvars.ContextVar("uar_int8_
 @contextmanager
 def int8_decoding(enabled: bool = True) -> Iterator[None]:
     """Within the block (this thread / task only), few-row :class:`Linear` products without autograd
-    read int8 copies of the weights (see :func:`linear`); training and many-row products stay fp32."""
+    read int8 copies of the weights (see :func:`linear`) and long key/value sets are read as bf16
+    copies; training and many-row products (the encoder) stay fp32."""
     token = _INT8_DECODING.set(enabled)
     try:
         yield
     finally:
         _INT8_DECODING.reset(token)
+
+
+def int8_decoding_enabled() -> bool:
+    """Whether this thread is inside :func:`int8_decoding`."""
+    return _INT8_DECODING.get()
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None, int8: Int8Weight | None = None) -> Tensor:
@@ -79,9 +86,11 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, int8: Int8Weight | No
         return F.linear(x, weight, bias)
     flat = x.reshape(rows, x.shape[-1])  # (rows, d_in)
     if int8 is not None and INT8_MATMUL and x.device.type == "cpu" and not torch.is_grad_enabled():
-        out = torch._weight_int8pack_mm(flat.to(torch.bfloat16), int8.w, int8.scale).to(x.dtype)
+        out = torch._weight_int8pack_mm(flat.to(torch.bfloat16), int8.w, int8.scale)  # (rows, d_out) bf16
         if bias is not None:
-            out = out + bias
+            out = bias + out  # promoted to the bias' dtype
+        if out.dtype != x.dtype:
+            out = out.to(x.dtype)
         return out.view(*x.shape[:-1], weight.shape[0])
     out = torch.mm(weight, flat.T) if bias is None else torch.addmm(bias.unsqueeze(1), weight, flat.T)
     return out.T.contiguous().view(*x.shape[:-1], weight.shape[0])  # (d_out, rows) -> (..., d_out)
@@ -130,7 +139,7 @@ class MultiHeadAttention(nn.Module):
         self.d_model = d_model
         self.in_proj = Linear(d_model, 3 * d_model)  # rows: W_Q, W_K, W_V
         self.out_proj = Linear(d_model, d_model)
-        self._kv16: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
+        self._kv_copies: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
         for i in range(3):  # each of W_Q, W_K, W_V initialised as its own d x d matrix
             nn.init.xavier_uniform_(self.in_proj.weight[i * d_model : (i + 1) * d_model])
 
@@ -157,16 +166,37 @@ class MultiHeadAttention(nn.Module):
         q, k, v = self.in_proj(x).split(self.d_model, dim=-1)
         return self.split_heads(q), self.split_heads(k), self.split_heads(v)
 
-    def _bf16_kv(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """bf16 copies of ``k^T`` (.., d_k, S) and ``v`` (.., S, d_k), reused while the same tensor
+    def _decoding_kv(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Contiguous copies of ``k^T`` (.., d_k, S) and ``v`` (.., S, d_k) of a long key/value set, in
+        bf16 under :func:`int8_decoding` and in the keys' dtype otherwise, reused while the same tensor
         objects come back: every decoding step of one generation passes the same projected memory /
-        basis, which nothing modifies in place (inference tensors)."""
-        c = self._kv16
-        if c is None or c[0] is not k or c[1] is not v:
-            kt = k.transpose(-1, -2).to(torch.bfloat16).contiguous()
-            c = (k, v, kt, v.to(torch.bfloat16).contiguous())
-            self._kv16 = c
+        basis, which nothing modifies in place (inference tensors). The projections are column
+        slices of one fused output, so without these copies every step would gather them anew."""
+        dtype = torch.bfloat16 if _INT8_DECODING.get() else k.dtype
+        c = self._kv_copies
+        if c is None or c[0] is not k or c[1] is not v or c[2].dtype != dtype:
+            c = (k, v, k.transpose(-1, -2).to(dtype).contiguous(), v.to(dtype).contiguous())
+            self._kv_copies = c
         return c[2], c[3]
+
+    def _few_queries(self, q: Tensor, kt: Tensor, v: Tensor, attn_mask: Tensor | None) -> Tensor:
+        """Attention for a few queries per head by two batched matmuls (decoding steps), in the dtype
+        of ``kt`` / ``v`` with fp32 logits and softmax.
+
+        q (B, H, N, d_k), kt (B or 1, H, d_k, S), v (B or 1, H, S, d_k), attn_mask broadcastable to
+        (B, H, N, S) and already divided by sqrt(d_k) -> (B, H, N, d_k).
+        """
+        b, h, n, d_k = q.shape
+        s = v.shape[-2]
+        if kt.shape[0] != b:  # one key/value set shared by the batch
+            kt, v = kt.expand(b, h, d_k, s), v.expand(b, h, s, d_k)
+        q3 = q.reshape(b * h, n, d_k).to(kt.dtype)  # (B*H, N, d_k)
+        logits = torch.bmm(q3, kt.reshape(b * h, d_k, s)).view(b, h, n, s)  # Q K^T
+        scale = 1.0 / math.sqrt(d_k)
+        # (Q K^T) / sqrt(d_k) + mask, promoted to fp32 (the mask's dtype) when kt is bf16
+        logits = logits * scale if attn_mask is None else torch.add(attn_mask, logits, alpha=scale)
+        probs = torch.softmax(logits, dim=-1, dtype=q.dtype).view(b * h, n, s).to(v.dtype)
+        return torch.bmm(probs, v.reshape(b * h, s, d_k)).view(b, h, n, d_k).to(q.dtype)
 
     def attend_heads(
         self, q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None = None, bias: Tensor | None = None
@@ -190,14 +220,11 @@ class MultiHeadAttention(nn.Module):
         p = self.dropout if self.training else 0.0
         if q.shape[2] <= SMALL_QUERIES and p == 0.0:
             # decoding steps: explicit matmuls beat the fused kernel's blocking for a few queries
-            if _INT8_DECODING.get() and k.shape[-2] >= LARGE_KEYS and not torch.is_grad_enabled():
-                kt, vv = self._bf16_kv(k, v)  # (B or 1, H, d_k, S), (B or 1, H, S, d_k) bf16
+            if k.shape[-2] >= LARGE_KEYS and not torch.is_grad_enabled():
+                kt, vv = self._decoding_kv(k, v)  # (B or 1, H, d_k, S), (B or 1, H, S, d_k)
             else:
                 kt, vv = k.transpose(-1, -2), v
-            logits = (q.to(kt.dtype) @ kt).to(q.dtype) * (1.0 / math.sqrt(self.d_k))  # (B, H, N, S)
-            if attn_mask is not None:
-                logits = logits + attn_mask
-            out = (torch.softmax(logits, dim=-1).to(vv.dtype) @ vv).to(q.dtype)  # (B, H, N, d_k)
+            out = self._few_queries(q, kt, vv, attn_mask)  # (B, H, N, d_k)
         else:
             if k.shape[0] != q.shape[0]:
                 k = k.expand(q.shape[0], -1, -1, -1)

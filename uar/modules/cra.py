@@ -95,7 +95,7 @@ class CRA(nn.Module):
         self.gamma = nn.Parameter(torch.ones(n_basis, d_model))
         self.beta = nn.Parameter(torch.zeros(n_basis, d_model))
         self.attn = MultiHeadAttention(d_model, n_heads, dropout)
-        self._kv_key: tuple[tuple[int, int], ...] | None = None
+        self._kv_key: tuple[object, ...] | None = None
         self._kv_cache: tuple[Tensor, Tensor] | None = None
         if fusion == "dual_gate":
             self.input_gate = DualGate(d_model)  # G_I
@@ -109,7 +109,8 @@ class CRA(nn.Module):
         """
         if torch.is_grad_enabled():
             return self._project_basis()
-        key = tuple((t.data_ptr(), t._version) for t in self._basis_inputs())
+        autocast = torch.is_autocast_enabled(self.basis.device.type)  # bf16 projections under autocast
+        key = (autocast, *((t.data_ptr(), t._version) for t in self._basis_inputs()))
         if self._kv_key != key:
             self._kv_cache = self._project_basis()
             self._kv_key = key

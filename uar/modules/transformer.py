@@ -62,22 +62,39 @@ class Encoder(nn.Module):
 class KVCache:
     """Self-attention keys/values of every decoder layer for up to ``max_len`` steps.
 
-    ``kv`` is one preallocated tensor (n_layers, 2, B, H, max_len, d_k); step ``t`` writes column
-    ``t``. :meth:`reorder` (beam search) gathers rows into a second buffer and swaps the two, so no
-    memory is allocated per step.
+    ``kv`` is one preallocated tensor (max_len, n_layers, 2, R, H, d_k), time-major so that the
+    steps written so far are one contiguous block: step ``t`` writes ``kv[t]`` (:meth:`append`), and
+    :meth:`reorder` (beam search) gathers the rows of that block only into a second buffer and swaps
+    the two, so no memory is allocated per step.
     """
 
     def __init__(
         self, n_layers: int, batch: int, n_heads: int, max_len: int, d_k: int, *, like: Tensor
     ) -> None:
-        shape = (n_layers, 2, batch, n_heads, max_len, d_k)
+        shape = (max_len, n_layers, 2, batch, n_heads, d_k)
         self.kv = torch.zeros(shape, dtype=like.dtype, device=like.device)
         self.spare = torch.empty_like(self.kv)
         self.length = 0
 
+    @property
+    def max_len(self) -> int:
+        """Most steps the cache holds."""
+        return self.kv.shape[0]
+
+    def append(self, layer: int, kv: Tensor) -> None:
+        """Write step ``length`` of ``layer``: kv (R, 2, H, d_k), the step's keys and values."""
+        self.kv[self.length, layer].copy_(kv.transpose(0, 1))
+
+    def past(self, layer: int) -> tuple[Tensor, Tensor]:
+        """Keys and values of steps ``0..length`` of ``layer`` (after :meth:`append`): (R, H, t+1, d_k)
+        each."""
+        kv = self.kv[: self.length + 1, layer].permute(1, 2, 3, 0, 4)  # (2, R, H, t+1, d_k), a view
+        return kv[0], kv[1]
+
     def reorder(self, rows: Tensor) -> None:
-        """Keep batch rows ``rows`` (B,) (a row may appear several times), in that order."""
-        torch.index_select(self.kv, 2, rows, out=self.spare)
+        """Keep batch rows ``rows`` (R,) (a row may appear several times), in that order."""
+        n = self.length
+        torch.index_select(self.kv[:n], 3, rows, out=self.spare[:n])
         self.kv, self.spare = self.spare, self.kv
 
 
@@ -113,28 +130,26 @@ class DecoderLayer(nn.Module):
         mem_kv: tuple[Tensor, Tensor],
         cross_bias: Tensor | None,
     ) -> Tensor:
-        """One decoding step: x (R, 1, d) at position ``cache.length`` -> (R, 1, d).
+        """One decoding step (inference: no dropout): x (R, 1, d) at position ``cache.length`` -> (R, 1, d).
 
         ``mem_kv`` holds the projected memory of the B studies, (B, H, L, d_k) x2, with R = B * beams
         rows ordered study-major; ``cross_bias`` is (1, L).
         """
-        t = cache.length
         h = self.norm1(x)
-        q, k, v = self.self_attn.project_qkv(h)  # (R, H, 1, d_k) each
-        cache.kv[layer, 0, :, :, t] = k[:, :, 0]
-        cache.kv[layer, 1, :, :, t] = v[:, :, 0]
-        past_k = cache.kv[layer, 0, :, :, : t + 1]  # (B, H, t+1, d_k)
-        past_v = cache.kv[layer, 1, :, :, : t + 1]
-        x = x + self.drop(self.self_attn.attend_heads(q, past_k, past_v))
+        qkv = self.self_attn.in_proj(h)  # (R, 1, 3d): this step's query, key and value
+        rows, d = qkv.shape[0], qkv.shape[2] // 3
+        heads, d_k = self.self_attn.n_heads, self.self_attn.d_k
+        cache.append(layer, qkv[:, 0, d:].view(rows, 2, heads, d_k))
+        q = self.self_attn.split_heads(qkv[:, :, :d])  # (R, H, 1, d_k)
+        x = x + self.self_attn.attend_heads(q, *cache.past(layer))
         q = self.cross_attn.project_q(self.norm2(x))  # (R, H, 1, d_k), R = B * beams
-        rows, heads, _, d_k = q.shape
         b = mem_kv[0].shape[0]
         # the beams of one study share its memory: they are that study's queries, so the memory's
         # keys/values are never repeated per beam
         q = q.view(b, rows // b, heads, d_k).transpose(1, 2)  # (B, H, beams, d_k)
         out = self.cross_attn.attend_heads(q, *mem_kv, bias=cross_bias)  # (B, beams, d)
-        x = x + self.drop(out.reshape(rows, 1, -1))
-        return x + self.drop(self.ff(self.norm3(x)))
+        x = x + out.reshape(rows, 1, -1)
+        return x + self.ff(self.norm3(x))
 
 
 class Decoder(nn.Module):
@@ -172,8 +187,8 @@ class Decoder(nn.Module):
     ) -> Tensor:
         """Cached step: x (R, 1, d) at position ``cache.length``, projected memory of B studies
         (:meth:`memory_kv`), cross_bias (1, L) -> (R, 1, d); R = B * beams, study-major."""
-        if cache.length >= cache.kv.shape[4]:
-            raise ValueError(f"KV cache is full ({cache.kv.shape[4]} steps)")
+        if cache.length >= cache.max_len:
+            raise ValueError(f"KV cache is full ({cache.max_len} steps)")
         for i, (layer, kv) in enumerate(zip(self.layers, mem_kv, strict=True)):
             x = layer.step(x, cache, i, kv, cross_bias)
         cache.length += 1
