@@ -1,4 +1,4 @@
-"""The memo of aligned word embeddings: same numbers as aligning, kept only while the weights stay."""
+"""TokenMemo: rows computed once per (mode, position, token), emptied with a new signature."""
 
 from __future__ import annotations
 
@@ -6,25 +6,7 @@ import threading
 
 import torch
 
-from uar.config import UARConfig, preset
-from uar.generation import beam_search
-from uar.model import UAR
-from uar.modules.attention import int8_decoding
 from uar.modules.memo import TokenMemo
-
-TINY = UARConfig(
-    vocab_size=30,
-    max_len=16,
-    image_size=32,
-    visual_vocab_size=16,
-    tokens_per_view=16,
-    d_model=32,
-    n_heads=4,
-    d_ff=64,
-    n_enc_layers=1,
-    n_dec_layers=2,
-    n_basis=64,
-)
 
 
 def table(ids: list[int]) -> torch.Tensor:
@@ -82,55 +64,3 @@ def test_token_memo_shared_between_threads():
     for th in threads:
         th.join()
     assert errors == []
-
-
-def model_and_visual(name: str = "uar") -> tuple[UAR, torch.Tensor]:
-    torch.manual_seed(0)
-    cfg = preset(name, TINY)
-    model = UAR(cfg).eval()
-    visual = (
-        torch.randint(0, cfg.visual_vocab_size, (1, cfg.n_views, cfg.tokens_per_view))
-        if cfg.visual_encoder == "lsu"
-        else torch.rand(1, cfg.n_views, 1, cfg.image_size, cfg.image_size)
-    )
-    return model, visual
-
-
-def test_step_words_match_aligning_them_and_follow_weight_changes():
-    model, visual = model_and_visual()
-    words = torch.tensor([4, 9, 4])
-    with torch.inference_mode():
-        model.init_decoding(visual, 3, 5, use_cache=True)
-        direct = model.align(model.embed_words(words.unsqueeze(1), start=2))
-        first = model.step_words(words, 2, model.basis_kv())
-        assert torch.allclose(first, direct, atol=1e-6)
-        assert torch.equal(model.step_words(words, 2, model.basis_kv()), first)  # from the memo
-        assert model.word_memo.hits >= 3
-        with int8_decoding():
-            approx = model.step_words(words, 2, model.basis_kv())
-        assert not torch.equal(approx, first)  # computed in its own mode, not read from fp32 rows
-        assert torch.equal(model.step_words(words, 2, model.basis_kv()), first)
-    with torch.no_grad():
-        model.cra.gamma.mul_(1.5)  # training or loading changes the weights: the memo is emptied
-    with torch.inference_mode():
-        model.init_decoding(visual, 3, 5, use_cache=True)
-        changed = model.step_words(words, 2, model.basis_kv())
-        expected = model.align(model.embed_words(words.unsqueeze(1), start=2))
-    assert not torch.allclose(changed, first, atol=1e-3)
-    assert torch.allclose(changed, expected, atol=1e-6)
-
-
-def test_generation_with_a_warm_memo_equals_generation_without_one():
-    for name in ("uar", "no-lsu", "base"):
-        model, _ = model_and_visual(name)
-        cfg = model.cfg
-        torch.manual_seed(1)
-        studies = (
-            [torch.randint(0, cfg.visual_vocab_size, (1, cfg.n_views, cfg.tokens_per_view)) for _ in range(4)]
-            if cfg.visual_encoder == "lsu"
-            else [torch.rand(1, cfg.n_views, 1, cfg.image_size, cfg.image_size) for _ in range(4)]
-        )
-        warm = [beam_search(model, v, 3) for v in studies + studies]  # the second round reads the memo
-        model.word_memo = TokenMemo(capacity=0)
-        cold = [beam_search(model, v, 3) for v in studies + studies]
-        assert warm == cold

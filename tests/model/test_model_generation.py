@@ -1,4 +1,4 @@
-"""Beam and greedy search: the key/value cache never changes the output."""
+"""Beam and greedy search: the key/value cache and the memo of aligned words never change the output."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import torch
 from uar.config import UARConfig, preset
 from uar.generation import beam_search, greedy, trigram_counts
 from uar.model import UAR
+from uar.modules.attention import int8_decoding
+from uar.modules.memo import TokenMemo
 
 TINY = UARConfig(
     vocab_size=30,
@@ -123,3 +125,39 @@ def test_trigram_penalty_discourages_repeats():
     blocked = beam_search(model, visual, block_trigrams=True)
     assert plain[0][:3] == [3, 3, 3]
     assert blocked != plain
+
+
+def test_step_words_match_aligning_them_and_follow_weight_changes():
+    model, visual = make("uar")
+    model.eval()
+    visual, words = visual[:1], torch.tensor([4, 9, 4])
+    with torch.inference_mode():
+        model.init_decoding(visual, 3, 5, use_cache=True)
+        direct = model.align(model.embed_words(words.unsqueeze(1), start=2))
+        first = model.step_words(words, 2, model.basis_kv())
+        assert torch.allclose(first, direct, atol=1e-6)
+        assert torch.equal(model.step_words(words, 2, model.basis_kv()), first)  # from the memo
+        assert model.word_memo.hits >= 3
+        with int8_decoding():
+            approx = model.step_words(words, 2, model.basis_kv())
+        assert not torch.equal(approx, first)  # computed in its own mode, not read from fp32 rows
+        assert torch.equal(model.step_words(words, 2, model.basis_kv()), first)
+    with torch.no_grad():
+        model.cra.gamma.mul_(1.5)  # training or loading changes the weights: the memo is emptied
+    with torch.inference_mode():
+        model.init_decoding(visual, 3, 5, use_cache=True)
+        changed = model.step_words(words, 2, model.basis_kv())
+        expected = model.align(model.embed_words(words.unsqueeze(1), start=2))
+    assert not torch.allclose(changed, first, atol=1e-3)
+    assert torch.allclose(changed, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["uar", "no-lsu", "base"])
+def test_generation_with_a_warm_memo_equals_generation_without_one(name):
+    model, visual = make(name)
+    studies = [visual[i : i + 1] for i in range(visual.shape[0])]
+    warm = [beam_search(model, v, 3) for v in studies + studies]  # the second round reads the memo
+    assert name == "base" or model.word_memo.hits > 0
+    model.word_memo = TokenMemo(capacity=0)
+    cold = [beam_search(model, v, 3) for v in studies + studies]
+    assert warm == cold
