@@ -18,7 +18,7 @@ from uar.modules.attention import Linear, int8_decoding_enabled
 from uar.modules.cnn import CNNEncoder
 from uar.modules.cra import CRA, masked_mean, triplet_loss
 from uar.modules.lsu import LSU, WordEmbedding
-from uar.modules.memo import TokenMemo
+from uar.modules.memo import TokenMemo, weights_signature
 from uar.modules.tir import TIRMask
 from uar.modules.transformer import Decoder, Encoder, KVCache
 
@@ -238,7 +238,7 @@ class UAR(nn.Module):
         tensors = [*embed.parameters(), *embed.buffers()]
         if self.cra is not None:
             tensors += [*self.cra.parameters(), *self.cra.buffers()]
-        return tuple((t.data_ptr(), t._version) for t in tensors)
+        return weights_signature(tensors)
 
 
 def word_mask(reports: Tensor) -> Tensor:

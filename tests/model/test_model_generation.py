@@ -161,3 +161,15 @@ def test_generation_with_a_warm_memo_equals_generation_without_one(name):
     model.word_memo = TokenMemo(capacity=0)
     cold = [beam_search(model, v, 3) for v in studies + studies]
     assert warm == cold
+
+
+def test_a_model_built_under_inference_mode_generates():
+    # inference tensors have no version counter: the weight signatures behind the projected CRA
+    # basis, the int8 copies and the word memo fall back to storage identity
+    with torch.inference_mode():
+        model, visual = make("uar")
+        model.eval()
+        first = beam_search(model, visual[:1], 3)
+        assert beam_search(model, visual[:1], 3) == first
+        with int8_decoding():
+            assert len(beam_search(model, visual[:1], 3)) == 1

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from uar.modules.memo import weights_signature
+
 SMALL_ROWS = 8  # inputs with at most this many rows take the weight-major product in `linear`
 SMALL_QUERIES = 8  # attention with at most this many queries per head uses explicit matmuls
 LARGE_KEYS = 256  # under int8 decoding, key/value sets at least this long are read as bf16 copies
@@ -102,14 +104,14 @@ class Linear(nn.Linear):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._int8: Int8Weight | None = None
-        self._int8_key: tuple[int, int] | None = None
+        self._int8_key: tuple[tuple[int, int], ...] | None = None
 
     def int8(self) -> Int8Weight | None:
         """Inside :func:`int8_decoding` without autograd: the int8 copy of the current weight (made
         on first use and again after any update of the weight); otherwise ``None``."""
         if not _INT8_DECODING.get() or torch.is_grad_enabled():
             return None
-        key = (self.weight.data_ptr(), self.weight._version)
+        key = weights_signature((self.weight,))
         if self._int8_key != key:
             self._int8, self._int8_key = Int8Weight.quantize(self.weight), key
         return self._int8

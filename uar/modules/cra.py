@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from uar.modules.attention import Linear, MultiHeadAttention
+from uar.modules.memo import weights_signature
 
 BasisKind = Literal["orthogonal", "uniform", "normal"]
 Fusion = Literal["dual_gate", "none", "addition"]
@@ -110,7 +111,7 @@ class CRA(nn.Module):
         if torch.is_grad_enabled():
             return self._project_basis()
         autocast = torch.is_autocast_enabled(self.basis.device.type)  # bf16 projections under autocast
-        key = (autocast, *((t.data_ptr(), t._version) for t in self._basis_inputs()))
+        key = (autocast, *weights_signature(self._basis_inputs()))
         if self._kv_key != key:
             self._kv_cache = self._project_basis()
             self._kv_key = key

@@ -11,10 +11,17 @@ whole projected basis (2 n d numbers) and four d x d gate matrices.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 
 import torch
 from torch import Tensor
+
+
+def weights_signature(tensors: Iterable[Tensor]) -> tuple[tuple[int, int], ...]:
+    """Storage address and in-place version of each tensor: changes when any of them is replaced or
+    updated in place (an optimizer step, ``load_state_dict``, ``.to()``). Inference tensors (made
+    under ``torch.inference_mode``) have no version counter; for them only replacement counts."""
+    return tuple((t.data_ptr(), -1 if t.is_inference() else t._version) for t in tensors)
 
 
 class TokenMemo:
