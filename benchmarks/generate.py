@@ -6,9 +6,9 @@ CNN, no CRA / TIR), both random-init at the default ``UARConfig()`` size:
 - per-study latency: two 112 px views, beam 3, reports forced to 60 tokens (eos blocked), including
   the visual tokenizer (UAR) or CNN (Base) forward; median over ``--studies`` studies after warm-up,
   ``torch.set_num_threads(--threads)`` (default 2); in fp32 and with int8 decoding
-  (``uar.modules.attention.int8_decoding``: int8 weight copies for the decoding steps' products, bf16
-  encoding); UAR with its memo of aligned word embeddings (``UAR.word_memo``, as a running generator
-  keeps it; the warm-up studies start it empty; its hit rate is printed) and with the memo off;
+  (``uar.modules.attention.int8_decoding``: int8 weight copies for the decoding steps' products);
+  UAR with its memo of aligned word embeddings (``UAR.word_memo``, as a running generator keeps it;
+  the warm-up studies start it empty; its hit rate is printed) and with the memo off;
 - FLOPs per study (``torch.utils.flop_counter.FlopCounterMode``: matmuls, convolutions, attention)
   against this machine's measured fp32 matmul GFLOP/s;
 - decoding with the key/value cache against recomputing the whole prefix every step (memo off).
