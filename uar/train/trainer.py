@@ -196,7 +196,7 @@ def train(
     """
     info = init_distributed()
     try:
-        return _Trainer(
+        result = _Trainer(
             Path(data_dir),
             Path(out_dir),
             model_cfg,
@@ -208,6 +208,10 @@ def train(
             model_name=model_name,
             progress=progress,
         ).run(resume=resume)
+        # ranks leave the process group together: rank 0 may still be writing last.pt while the
+        # others are done (a rank that tore gloo down and exited first was seen to abort)
+        barrier(info)
+        return result
     finally:
         cleanup_distributed()
 
