@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from uar.checkpoint import load_checkpoint
 from uar.config import PRESETS, TrainConfig, UARConfig
+from uar.data.r2gen import Study, collate
 from uar.model import UAR
 from uar.text.tokenizer import TextTokenizer
 
@@ -50,17 +51,14 @@ def oracle_tokens(
 
 def encode_split(
     studies: list[dict], cfg: UARConfig, tok: TextTokenizer, layout: str, seed: int
-) -> tuple[torch.Tensor, list[list[int]]]:
-    """Oracle tokens (N, V, L) and reports laid out [0, w1..wn, 0] of a split."""
+) -> list[Study]:
+    """The studies of a split with oracle tokens (V, L) in place of images, for :func:`collate`."""
     gen = torch.Generator().manual_seed(seed)
-    visual = torch.stack([oracle_tokens(s["labels"], cfg, layout, gen) for s in studies])
-    return visual, [[0, *tok.encode(s["report"]), 0] for s in studies]
-
-
-def pad(reports: list[list[int]]) -> torch.Tensor:
-    """(B, T+1) with trailing zeros."""
-    t = max(len(r) for r in reports)
-    return torch.tensor([r + [0] * (t - len(r)) for r in reports])
+    return [
+        Study(s["id"], [], s["report"], torch.tensor(tok.encode(s["report"]), dtype=torch.long),
+              s["labels"], oracle_tokens(s["labels"], cfg, layout, gen))
+        for s in studies
+    ]  # fmt: skip
 
 
 def main() -> None:
@@ -79,8 +77,8 @@ def main() -> None:
     ckpt = load_checkpoint(args.checkpoint)
     cfg = replace(ckpt.cfg, **PRESETS[args.preset], visual_encoder="lsu")
     annotation = json.loads((args.data / "annotation.json").read_text(encoding="utf-8"))
-    train_v, train_r = encode_split(annotation["train"], cfg, ckpt.text_tokenizer, args.layout, 1)
-    val_v, val_r = encode_split(annotation["val"], cfg, ckpt.text_tokenizer, args.layout, 2)
+    train = encode_split(annotation["train"], cfg, ckpt.text_tokenizer, args.layout, 1)
+    val = encode_split(annotation["val"], cfg, ckpt.text_tokenizer, args.layout, 2)
     model = UAR(cfg)
     tc = TrainConfig()
     opt = torch.optim.AdamW(
@@ -91,10 +89,10 @@ def main() -> None:
         weight_decay=tc.weight_decay,
         amsgrad=tc.amsgrad,
     )
-    batch = min(16, len(train_r))
+    batch_size = min(16, len(train))
     for _ in tqdm(range(args.steps), desc=f"{args.preset} {args.layout}", unit="step"):
-        idx = rng.sample(range(len(train_r)), batch)
-        loss = model(train_v[idx], pad([train_r[i] for i in idx]), stage=1)["loss"]
+        batch = collate([train[i] for i in rng.sample(range(len(train)), batch_size)])
+        loss = model(batch.visual, batch.reports, stage=1)["loss"]
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
@@ -103,13 +101,14 @@ def main() -> None:
 
     def val_ce(shuffle: bool) -> float:
         total = 0.0
-        chunks = range(0, len(val_r), 50)
+        chunks = range(0, len(val), 50)
         with torch.no_grad():
             for i in chunks:
-                visual = val_v[i : i + 50]
+                batch = collate(val[i : i + 50])
+                visual = batch.visual
                 if shuffle:  # another study's tokens: a rotation never leaves a study its own
                     visual = visual.roll(1, dims=0)
-                total += float(model(visual, pad(val_r[i : i + 50]), stage=1)["ce"])
+                total += float(model(visual, batch.reports, stage=1)["ce"])
         return total / len(chunks)
 
     own, other = val_ce(False), val_ce(True)
