@@ -1,13 +1,14 @@
 """The UAR checkpoint: one ``.safetensors`` file with everything inference needs.
 
 Tensors: ``model.*`` (the :class:`uar.model.UAR` state dict) and ``visual_tokenizer.*`` (the frozen
-:class:`uar.visual.vqvae.VisualTokenizer`, absent for the Base CNN model). Metadata (JSON strings):
+:mod:`uar.visual.kinds`: semantic or pixel, absent for the Base CNN model). Metadata (JSON strings):
 
 =========================  ===============================================================
 ``format_version``         ``"1"``; files from a newer format are refused with a clear error
 ``uar_config``             :meth:`uar.config.UARConfig.to_dict`
 ``text_tokenizer``         :meth:`uar.text.tokenizer.TextTokenizer.to_dict`
-``visual_tokenizer_config`` ``VQConfig`` fields, or ``null`` for Base
+``visual_tokenizer_config`` ``SemanticConfig`` (``kind`` "semantic") or ``VQConfig`` fields;
+                           ``null`` for Base
 ``model_name``             e.g. ``"uar-iu-xray"``
 ``model_version``          e.g. ``"0.1.0"``
 ``train_config``           :meth:`uar.config.TrainConfig.to_dict` or ``null``
@@ -33,7 +34,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from uar.config import TrainConfig, UARConfig
 from uar.model import UAR
 from uar.text.tokenizer import TextTokenizer
-from uar.visual.vqvae import VisualTokenizer, VQConfig
+from uar.visual.kinds import AnyVisualTokenizer, build_visual_tokenizer
 
 FORMAT_VERSION = 1
 MODEL_PREFIX = "model."
@@ -57,7 +58,7 @@ class Checkpoint:
     cfg: UARConfig
     model: UAR
     text_tokenizer: TextTokenizer
-    visual_tokenizer: VisualTokenizer | None
+    visual_tokenizer: AnyVisualTokenizer | None
     meta: dict[str, Any]  # model_name, model_version, train_config, metrics, format_version
 
 
@@ -75,7 +76,7 @@ def save_checkpoint(
     path: str | Path,
     model: UAR,
     text_tok: TextTokenizer,
-    visual_tok: VisualTokenizer | None,
+    visual_tok: AnyVisualTokenizer | None,
     *,
     name: str,
     version: str,
@@ -183,7 +184,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     visual_tok = None
     vq = json.loads(metadata["visual_tokenizer_config"])
     if vq is not None:
-        visual_tok = VisualTokenizer(VQConfig.from_dict(vq))
+        visual_tok = build_visual_tokenizer(vq)
         try:
             visual_tok.load_state_dict(_strip(tensors, VISUAL_PREFIX))
         except RuntimeError as exc:

@@ -23,10 +23,11 @@ import torch
 from uar.checkpoint import Checkpoint, load_checkpoint
 from uar.config import UARConfig
 from uar.data.images import to_tensor
-from uar.eval.labeler import label_report
+from uar.eval.labeler import label_report, label_sentence
 from uar.generation import beam_search, greedy
 from uar.modules.attention import int8_decoding
 from uar.report import impression_from_labels
+from uar.text.cleaning import COMMA
 from uar.text.tokenizer import UNK
 
 DEFAULT_CHECKPOINT_NAME = "uar-default.safetensors"
@@ -51,17 +52,37 @@ class Report:
 
 
 def readable_findings(text: str) -> str:
-    """R2Gen-cleaned text ("the heart is normal . lungs are clear .") -> "The heart is normal. Lungs
-    are clear." Sentences are capitalised unless they start with "xxxx"; ``<unk>`` words are dropped."""
+    """Decoded text ("the heart is normal , no effusion . lungs are clear .") -> prose: "The heart
+    is normal, no effusion. Lungs are clear."
+
+    Sentences are capitalised unless they start with "xxxx" and end in a full stop; commas are
+    attached to the word before them (a comma that opens or closes a sentence, or follows another,
+    is dropped); ``<unk>`` words and a word repeated right after itself are dropped; a one-word
+    sentence that names no finding ("Right.", unlike "Cardiomegaly.") is an orphan fragment and is
+    left out.
+    """
     sentences: list[str] = []
     for part in re.split(r"\s*\.\s*", text):
-        words = [w for w in part.split() if w != UNK]
+        words: list[str] = []
+        for w in part.split():
+            if w == UNK or (words and w == words[-1]) or (w == COMMA and not words):
+                continue
+            words.append(w)
+        while words and words[-1] == COMMA:
+            words.pop()
         if not words:
             continue
         if words[0] != ANONYMISED:
             words[0] = words[0][:1].upper() + words[0][1:]
-        sentences.append(" ".join(words) + ".")
+        sentence = " ".join(words).replace(f" {COMMA}", COMMA) + "."
+        if len(words) > 1 or _names_finding(sentence):
+            sentences.append(sentence)
     return " ".join(sentences)
+
+
+def _names_finding(sentence: str) -> bool:
+    """Whether the labeler reads an observation (other than "No Finding") in ``sentence``."""
+    return any(v is not None for k, v in label_sentence(sentence).items() if k != "No Finding")
 
 
 class ReportGenerator:

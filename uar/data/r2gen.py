@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from uar.data.images import crop, load_image, to_tensor, train_resize
 from uar.text.tokenizer import TextTokenizer
-from uar.visual.vqvae import VisualTokenizer
+from uar.visual.kinds import AnyVisualTokenizer
 
 __all__ = [
     "Batch",
@@ -137,7 +137,7 @@ def crop_offsets(image_size: int, n_crops: int) -> list[tuple[int, int]]:
 
 
 class VisualTokenCache:
-    """Visual token ids per (image, crop), computed once with a frozen :class:`VisualTokenizer`.
+    """Visual token ids per (image, crop), computed once with a frozen visual tokenizer (either kind).
 
     Keys are ``"<image key>|<crop>"`` where crop is ``full`` (inference: resize to S) or ``c<i>``
     (training: the i-th of :func:`crop_offsets`). Training draws one of the ``n_crops`` fixed crops
@@ -148,7 +148,9 @@ class VisualTokenCache:
 
     FORMAT = "uar-visual-token-cache/1"
 
-    def __init__(self, tokenizer: VisualTokenizer, path: str | Path | None = None, n_crops: int = 5) -> None:
+    def __init__(
+        self, tokenizer: AnyVisualTokenizer, path: str | Path | None = None, n_crops: int = 5
+    ) -> None:
         self.tokenizer = tokenizer.eval()
         self.image_size = tokenizer.config.image_size
         self.n_crops = n_crops
@@ -217,13 +219,13 @@ class VisualTokenCache:
         img = load_image(path)
         crops: list[int | None] = [None, *range(self.n_crops)]
         views = torch.stack([self.view(img, c) for c in crops])  # (1 + n_crops, 1, S, S)
-        device = self.tokenizer.quantizer.codebook.device
+        device = next(self.tokenizer.buffers()).device
         ids = self.tokenizer.encode(views.to(device)).cpu()  # (1 + n_crops, L)
         for c, row in zip(crops, ids, strict=True):
             self._ids[self.key(image_key, c)] = row.clone()
 
 
-def _fingerprint(tokenizer: VisualTokenizer) -> str:
+def _fingerprint(tokenizer: AnyVisualTokenizer) -> str:
     """SHA-256 over the tokenizer config and weights (16 hex digits)."""
     h = hashlib.sha256(json.dumps(tokenizer.config.to_dict(), sort_keys=True).encode())
     for name, t in sorted(tokenizer.state_dict().items()):

@@ -292,6 +292,12 @@ class _Trainer:
         from uar.model import UAR
 
         self.model = UAR(self.model_cfg).to(info.device)
+        if cfg.extra.get("init_visual_embeddings", "random") == "codebook" and resume_state is None:
+            if self.visual_tok is None:
+                raise ValueError(
+                    "--init-visual-embeddings codebook needs an LSU model and its visual tokenizer"
+                )
+            self.model.lsu.init_visual_from_codes(self.visual_tok.code_vectors().to(info.device))
         self.progress_state = Progress(stage=stage_plan(cfg)[0][0])
         self.stage1_best_state: dict[str, torch.Tensor] | None = None
         self.sampler = ResumableSampler(
@@ -356,6 +362,7 @@ class _Trainer:
             max_len=self.model_cfg.max_len,
             threshold=int(threshold) if threshold is not None else None,
             augment=bool(cfg.extra.get("augment", True)),
+            punctuation=bool(cfg.extra.get("punctuation", False)),
             seed=cfg.seed,
             text_tokenizer=TextTokenizer.from_dict(resume_state["text_tokenizer"]) if resume_state else None,
             token_cache=cache,
@@ -577,7 +584,8 @@ class _Trainer:
                     self.model, visual, beam_size=cfg.val_beam_size, max_len=self.model_cfg.max_len
                 )
             for hyp, ref, labels in zip(hyps, reports.tolist(), batch.labels, strict=True):
-                rows.append((self.text_tok.decode(ref[1:]), self.text_tok.decode(hyp), labels))
+                tok = self.text_tok
+                rows.append((tok.scored(tok.decode(ref[1:])), tok.scored(tok.decode(hyp)), labels))
         self.model.train()
         all_rows = [r for part in gather_objects(rows, info) for r in part]
         metrics: dict[str, float] = {}
