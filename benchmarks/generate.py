@@ -13,7 +13,10 @@ CNN, no CRA / TIR), both random-init at the default ``UARConfig()`` size:
   the warm-up studies start it empty; its hit rate is printed) and with the memo off;
 - FLOPs per study (``torch.utils.flop_counter.FlopCounterMode``: matmuls, convolutions, attention)
   against this machine's measured fp32 matmul GFLOP/s;
-- decoding with the key/value cache against recomputing the whole prefix every step (memo off).
+- decoding with the key/value cache against recomputing the whole prefix every step (memo off);
+- the embedded default model (or ``--checkpoint``) as the application runs it:
+  ``ReportGenerator.generate(frontal, lateral)`` on two 512 x 512 views (resize, visual tokenizer or
+  CNN, beam 3, its own stopping), median over the same number of studies.
 
 Targets (issue 2): <= 0.3 s per study median on 2 cores; cache >= 5x faster than no cache.
 
@@ -32,6 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from uar.config import UARConfig, preset
 from uar.generation import beam_search
+from uar.generator import ReportGenerator
 from uar.model import UAR
 from uar.modules.attention import int8_decoding
 from uar.modules.memo import TokenMemo
@@ -81,6 +85,7 @@ def main() -> None:
     parser.add_argument(
         "--tokenizer", choices=("semantic", "pixel"), default="semantic", help="UAR's visual tokenizer"
     )
+    parser.add_argument("--checkpoint", help="model of the last row (default: the embedded default model)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -135,13 +140,16 @@ def main() -> None:
                     hit_rate = uar.word_memo.hits / max(1, uar.word_memo.hits + uar.word_memo.misses)
                 work = count_gflop(fn, inputs[0])  # fp32 (with the memo: as warm as after the timing)
             rows.append((f"{name} int8" if int8 else name, latency, work))
-    rows.append(
-        (
-            f"{args.tokenizer} tokenizer",
-            median_seconds(run_tokenizer, studies, args.warmup),
-            count_gflop(run_tokenizer, studies[0]),
-        )
-    )
+    generator = ReportGenerator.load(args.checkpoint)
+    views = [(torch.rand(512, 512).numpy(), torch.rand(512, 512).numpy()) for _ in range(args.studies)]
+
+    def run_generator(study: tuple) -> None:
+        generator.generate(*study)
+
+    latency = median_seconds(run_generator, views, args.warmup)
+    rows.append((f"{generator.name} {generator.version}", latency, count_gflop(run_generator, views[0])))
+    latency = median_seconds(run_tokenizer, studies, args.warmup)
+    rows.append((f"{args.tokenizer} tokenizer", latency, count_gflop(run_tokenizer, studies[0])))
     uar.word_memo = TokenMemo(capacity=0)
     few = studies[: args.uncached_studies]
     cached = median_seconds(run_uar, few, 1)
