@@ -21,7 +21,8 @@ train_row() {
   local out="$dir/$name" resume=() visual=()
   mkdir -p "$dir"
   [ -f "$out/last.pt" ] && resume=(--resume)
-  [[ "$CNN_PRESETS" == *" $preset "* ]] || visual=(--init-visual-embeddings "${INIT_VISUAL:-codebook}")
+  [[ "$CNN_PRESETS" == *" $preset "* ]] ||
+    visual=(--init-visual-embeddings "${INIT_VISUAL:-codebook}" --token-cache "$RUN/visual_tokens.safetensors")
   "$UAR" train --data "$RUN/data" --out "$out" --tokenizer "$RUN/tokenizer.safetensors" \
     --preset "$preset" --epochs1 "$EPOCHS1" --epochs2 "$epochs2" --step-size 4 --max-val-studies 150 \
     --save-every 100 --name "$name" "${MODEL_ARGS[@]}" "${visual[@]}" "${resume[@]}" "$@" >> "$out.log" 2>&1

@@ -347,7 +347,8 @@ class _Trainer:
 
         cfg, info = self.train_cfg, self.info
         cache = None
-        cache_path = self.out_dir / "visual_tokens.safetensors"
+        # one cache file may serve several runs of the same data and tokenizer (--token-cache)
+        cache_path = Path(cfg.extra.get("token_cache") or self.out_dir / "visual_tokens.safetensors")
         if self.visual_tok is not None:
             # Without augmentation the training items use the full view only: no crops to tokenise.
             n_crops = int(cfg.extra.get("n_crops", 5)) if cfg.extra.get("augment", True) else 0
