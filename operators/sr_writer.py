@@ -6,11 +6,17 @@ Built with highdicom (platform.md §5). Document content tree::
       HAS CONCEPT MOD  Language of Content Item and Descendants = en-US (TID 1204)
       HAS OBS CONTEXT  Observer Type = Device, Device Observer UID / Name / Manufacturer / Model (TID 1001)
       CONTAINS CONTAINER Findings (LN 59776-5)
-        CONTAINS TEXT Finding (DCM 121071) = generated findings
+        CONTAINS TEXT Finding (DCM 121071) = one generated sentence   (one item per sentence)
       CONTAINS CONTAINER Impressions (LN 19005-8)
-        CONTAINS TEXT Impression (DCM 121073) = rule-derived impression
+        CONTAINS TEXT Impression (DCM 121073) = one rule-derived sentence   (one item per sentence)
       CONTAINS CONTAINER Summary (LN 55112-7)
         CONTAINS TEXT Summary (LN 55112-7) = AI draft statement, model, labeler observations
+
+Findings and Impressions hold one TEXT item per sentence (:func:`statements`), so each statement is
+its own row in a viewer's SR outline; a sentence longer than :data:`LINE_CHARS` characters is broken
+at word boundaries with CR LF (the line separator of DICOM text values). Viewers that do not wrap
+text (OHIF renders a Finding in a non-wrapping ``<pre>``) then show the whole report in a narrow
+viewport instead of cutting it at the edge. :func:`section_text` reads a section back as one string.
 
 Document attributes: SpecificCharacterSet ISO_IR 192 (UTF-8; highdicom leaves it empty and
 non-ASCII text would become "?"), PreliminaryFlag PRELIMINARY, CompletionFlag COMPLETE,
@@ -24,6 +30,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
+import textwrap
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +87,10 @@ _VALIDATED = (
 )
 _LANGUAGE_NAMES = {"en-US": "English (United States)", "en-GB": "English (United Kingdom)", "en": "English"}
 _LABEL_WORDS = {1: "positive", 0: "negative", -1: "uncertain"}
+LINE_CHARS = 56  # longest line of a Finding / Impression item (OHIF's 1x3 layout shows ~60 at 1600 px)
+LINE_BREAK = "\r\n"  # line separator inside DICOM text values (UT)
+# A sentence ends at ".", "!" or "?" followed by white space; decimals ("2.5 cm") do not split.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 @dataclass
@@ -111,10 +123,34 @@ def summary_text(report: Report) -> str:
     )
 
 
-def _section(title: hd.sr.CodedConcept, item: hd.sr.CodedConcept, text: str) -> hd.sr.ContainerContentItem:
+def statements(text: str, width: int = LINE_CHARS) -> list[str]:
+    """The sentences of ``text``, one TEXT item value each, wrapped at ``width`` characters.
+
+    Sentences end at ``.``, ``!`` or ``?`` followed by white space. A sentence longer than ``width``
+    is broken at word boundaries with CR LF (a single word longer than ``width`` stays whole).
+    Text without any sentence (empty or blank) gives ``[text]`` so the section keeps its item.
+    """
+    sentences = [" ".join(s.split()) for s in _SENTENCE_END.split(text.strip())]
+    sentences = [s for s in sentences if s]
+    if not sentences:
+        return [text]
+    wrap = textwrap.TextWrapper(width=width, break_long_words=False, break_on_hyphens=False)
+    return [LINE_BREAK.join(wrap.wrap(s)) for s in sentences]
+
+
+def section_text(section: pydicom.Dataset) -> str:
+    """The TEXT items of an SR section container read back as one string (lines and items joined by " ")."""
+    items = [item.TextValue for item in section.get("ContentSequence", []) if item.ValueType == "TEXT"]
+    return " ".join(" ".join(str(t).split(LINE_BREAK)) for t in items)
+
+
+def _section(
+    title: hd.sr.CodedConcept, item: hd.sr.CodedConcept, texts: list[str]
+) -> hd.sr.ContainerContentItem:
     section = hd.sr.ContainerContentItem(name=title, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
     section.ContentSequence = [
         hd.sr.TextContentItem(name=item, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+        for text in texts
     ]
     return section
 
@@ -141,9 +177,9 @@ def build_content(report: Report, settings: AppSettings) -> hd.sr.ContainerConte
         ),
     )
     content = [*language, *observer]
-    content.append(_section(codes.LN.Findings, codes.DCM.Finding, report.findings))
-    content.append(_section(codes.LN.Impressions, codes.DCM.Impression, report.impression))
-    content.append(_section(codes.LN.Summary, codes.LN.Summary, summary_text(report)))
+    content.append(_section(codes.LN.Findings, codes.DCM.Finding, statements(report.findings)))
+    content.append(_section(codes.LN.Impressions, codes.DCM.Impression, statements(report.impression)))
+    content.append(_section(codes.LN.Summary, codes.LN.Summary, [summary_text(report)]))
     root.ContentSequence = content
     return root
 
