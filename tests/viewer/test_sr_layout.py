@@ -1,4 +1,4 @@
-"""SR layout for viewers: one TEXT item per sentence, long sentences wrapped, TID 2000 still valid."""
+"""SR layout for viewers: one TEXT item per sentence in CONTINUOUS sections, TID 2000 still valid."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pydicom
 import pytest
 
 from operators.inference import StudyReport
-from operators.sr_writer import LINE_BREAK, LINE_CHARS, section_text, statements, write_sr
+from operators.sr_writer import section_text, statements, write_sr
 from operators.study_loader import CXRStudy, load_studies
 from plugin.settings import AppSettings
 from tests.app.conftest import SMALL_CHEST_FILE, two_series_study
@@ -24,17 +24,17 @@ FINDINGS = f"The heart is normal in size. {LONG} No pneumothorax is seen! Is the
 IMPRESSION = "Right pleural effusion. No acute cardiopulmonary abnormality otherwise."
 
 
-def test_statements_split_sentences_and_wrap_long_ones() -> None:
+def test_statements_split_sentences() -> None:
     items = statements(FINDINGS)
-    assert items[0] == "The heart is normal in size."
-    assert items[2:] == ["No pneumothorax is seen!", "Is the line in place?", "2.5 cm mass."]
-    lines = items[1].split(LINE_BREAK)
-    assert len(lines) >= 3 and all(len(line) <= LINE_CHARS for line in lines)
-    assert " ".join(lines) == LONG
-    assert statements("  one   sentence  ") == ["one sentence"]
+    assert items == [
+        "The heart is normal in size.",
+        LONG,
+        "No pneumothorax is seen!",
+        "Is the line in place?",
+        "2.5 cm mass.",
+    ]
+    assert statements("  one   sentence\n continued  ") == ["one sentence continued"]
     assert statements("") == [""]
-    word = "x" * (LINE_CHARS + 10)
-    assert statements(f"a {word} b.") == [f"a{LINE_BREAK}{word}{LINE_BREAK}b."]
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +55,8 @@ def test_sr_has_one_item_per_sentence_and_stays_valid(study: CXRStudy, tmp_path:
     assert [i.ConceptNameCodeSequence[0].CodeValue for i in findings.ContentSequence] == ["121071"] * 5
     assert [i.ConceptNameCodeSequence[0].CodeValue for i in impressions.ContentSequence] == ["121073"] * 2
     assert {i.RelationshipType for i in findings.ContentSequence} == {"CONTAINS"}
+    assert findings.ContinuityOfContent == impressions.ContinuityOfContent == "CONTINUOUS"
     assert section_text(findings) == FINDINGS and section_text(impressions) == IMPRESSION
-    assert all(
-        len(line) <= LINE_CHARS for i in findings.ContentSequence for line in i.TextValue.split(LINE_BREAK)
-    )
     proc = subprocess.run(
         [require_tool("dciodvfy"), str(written.path)], capture_output=True, text=True, errors="replace"
     )
@@ -71,4 +69,4 @@ def test_sr_has_one_item_per_sentence_and_stays_valid(study: CXRStudy, tmp_path:
         text=True,
     ).stdout
     assert dump.count('(121071,DCM,"Finding")') == 5 and dump.count('(121073,DCM,"Impression")') == 2
-    assert "The heart is normal in size." in dump and "No acute cardiopulmonary" in dump
+    assert all(f'"{sentence}"' in dump for sentence in statements(FINDINGS) + statements(IMPRESSION))
