@@ -31,7 +31,9 @@ from PIL import Image
 from plugin.viewer.assets import chromium, ensure_puppeteer, find_tool, node_js
 
 SCRIPT = Path(__file__).with_name("inspect_study.js")
-WINDOW = (1920, 1080)  # CSS pixels of the browser window (a reading-room monitor shows more)
+# CSS pixels of the browser window. In a 1 x 3 layout each viewport is then 340-425 px wide; from
+# about 500 px Chromium's PDF viewer opens its thumbnail pane and the page shrinks below OCR size.
+WINDOW = (1600, 900)
 EDGE_PX = 1.0  # tolerance of the "inside the viewport" check, CSS pixels
 MIN_IMAGE_STD = 8.0  # grey-level standard deviation of a drawn radiograph (a blank viewport is ~0)
 PDF_PAINTED_PNG_BYTES = (

@@ -9,6 +9,7 @@ study to a modality (the node) and to look at what came back.
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import subprocess
@@ -50,6 +51,7 @@ class Orthanc:
     dicom_port: int = field(default_factory=free_port)
     stable_age_s: int = 60
     lua_scripts: tuple[Path, ...] = ()
+    users: dict[str, str] | None = None  # HTTP basic authentication (RegisteredUsers); None = off
     proc: subprocess.Popen | None = None
 
     @property
@@ -74,7 +76,8 @@ class Orthanc:
             "DicomBindAddress": "127.0.0.1",
             "DicomAet": self.ae_title,
             "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
+            "AuthenticationEnabled": self.users is not None,
+            "RegisteredUsers": self.users or {},
             "DicomAlwaysAllowStore": False,
             "DicomCheckModalityHost": True,
             "StableAge": self.stable_age_s,
@@ -140,6 +143,10 @@ class Orthanc:
     def rest(self, method: str, path: str, body: bytes | None = None, *, timeout_s: float = 60.0) -> Any:
         """One REST call; returns the decoded JSON answer (``None`` when empty)."""
         req = urllib.request.Request(self.url + path, data=body, method=method)
+        if self.users:
+            user, password = next(iter(self.users.items()))
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            req.add_header("Authorization", f"Basic {token}")
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
             return json.loads(resp.read() or b"null")
 
