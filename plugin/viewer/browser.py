@@ -39,7 +39,10 @@ MIN_IMAGE_STD = 8.0  # grey-level standard deviation of a drawn radiograph (a bl
 PDF_PAINTED_PNG_BYTES = (
     20_000  # a PNG of the PDF viewport larger than this has the page painted (grey: ~2 KB)
 )
-MIN_OCR_WORD_SHARE = 0.6  # share of the report's words (4+ letters) that OCR must read in the PDF panel
+# Share of the report's words (4+ letters) OCR must read in the PDF viewport. The fitted A4 page is
+# small: in a 340 px viewport Tesseract reads ~45 % of the words, in a 425 px one nearly all; a blank,
+# failed or foreign page reads ~0 %.
+MIN_OCR_WORD_SHARE = 0.35
 
 
 @dataclass
@@ -65,14 +68,15 @@ def inspect_study(
     modalities: Sequence[str] = ("CR", "SR", "DOC"),
     texts: Sequence[str] = (),
     window: tuple[int, int] = WINDOW,
-    scale: float = 2.0,
+    scale: float = 3.0,
     timeout_s: float = 90.0,
     settle_s: float = 1.0,
 ) -> ViewResult:
     """Open ``study_uid`` in the OHIF at ``viewer_url``, lay out ``modalities`` side by side, measure.
 
     ``texts`` are strings that must appear in the page (matched with white space normalised).
-    ``scale`` is the device pixel ratio of the screenshot (2 gives OCR enough pixels).
+    ``scale`` is the device pixel ratio of the screenshot (Chromium draws the PDF page at it; 3 gives
+    OCR enough pixels even when the PDF viewport is only ~340 px wide).
     Raises ``RuntimeError`` with the browser's message if the page never showed the study.
     """
     modules = ensure_puppeteer()
@@ -182,7 +186,7 @@ def check_view(result: ViewResult, *, pdf_words_from: str = "") -> list[str]:
             want = sorted(set(_words(pdf_words_from)))
             read = set(_words(result.ocr_text))
             share = sum(w in read for w in want) / max(len(want), 1)
-            if share < MIN_OCR_WORD_SHARE:
+            if share < MIN_OCR_WORD_SHARE or "draft" not in result.ocr_text.lower():
                 problems.append(f"OCR read {share:.0%} of the report's words in the PDF viewport")
     if raw["external_requests"]:
         problems.append(f"requests to other hosts: {raw['external_requests'][:3]}")

@@ -33,6 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study", nargs="+", type=Path, metavar="DICOM", help="files of one study to route")
     parser.add_argument("--model", help="checkpoint (.safetensors); default: the embedded model")
     parser.add_argument("--no-pdf", action="store_true", help="SR only (no Encapsulated PDF)")
+    parser.add_argument(
+        "--export",
+        choices=("dimse", "dicomweb"),
+        default="dimse",
+        help="how the node sends back (C-STORE or STOW-RS)",
+    )
     parser.add_argument("--bind", default="127.0.0.1", help="address of the viewer's web server")
     parser.add_argument("--port", type=int, default=0, help="port of the viewer (default: a free one)")
     parser.add_argument(
@@ -76,7 +82,12 @@ def cmd_viewer(args: argparse.Namespace) -> int:
         root = args.keep or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
         stack = ViewerStack(
-            root, model_path=args.model, write_pdf=not args.no_pdf, bind=args.bind, port=args.port
+            root,
+            model_path=args.model,
+            write_pdf=not args.no_pdf,
+            bind=args.bind,
+            port=args.port,
+            export=args.export,
         )
         try:
             stack.start()

@@ -7,9 +7,10 @@
 
 :class:`ViewerStack` starts Orthanc with its DICOMweb plugin and the node registered as modality
 ``uarnode``, the node (in this process, its app workers as child processes) with Orthanc as source
-and destination, and the OHIF web server. :meth:`ViewerStack.route` uploads a study to Orthanc,
-has Orthanc send it to the node (``POST /modalities/uarnode/store``, as a PACS routing rule does)
-and waits until the node's SR (and PDF, when ``write_pdf``) is back in the same Orthanc study.
+and destination (C-STORE, or STOW-RS to Orthanc's DICOMweb with ``export="dicomweb"``), and the
+OHIF web server. :meth:`ViewerStack.route` uploads a study to Orthanc, has Orthanc send it to the
+node (``POST /modalities/uarnode/store``, as a PACS routing rule does) and waits until the node's
+SR (and PDF, when ``write_pdf``) is back in the same Orthanc study.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pydicom
 
-from plugin.node.config import Destination, NodeConfig, Source
+from plugin.node.config import Destination, DicomWebDestination, NodeConfig, Source
 from plugin.node.service import NodeService
 from plugin.viewer.assets import ensure_ohif
 from plugin.viewer.orthanc import Modality, Orthanc, free_port
@@ -70,6 +71,7 @@ class ViewerStack:
         beam_size: int = 3,
         bind: str = "127.0.0.1",
         port: int = 0,
+        export: str = "dimse",
         node_overrides: dict[str, object] | None = None,
     ) -> None:
         self.root = root
@@ -77,6 +79,15 @@ class ViewerStack:
         self.bind, self.port = bind, port
         node_port = free_port()
         self.orthanc = Orthanc(root / "orthanc", modalities=(Modality("uarnode", NODE_AE, node_port),))
+        if export not in ("dimse", "dicomweb"):
+            raise ValueError(f"export must be 'dimse' or 'dicomweb', got {export!r}")
+        back: Destination | DicomWebDestination = (
+            DicomWebDestination(name="orthanc", url=self.orthanc.dicomweb_url)
+            if export == "dicomweb"
+            else Destination(
+                name="orthanc", ae_title=ORTHANC_AE, host="127.0.0.1", port=self.orthanc.dicom_port
+            )
+        )
         self.node_cfg = NodeConfig(
             ae_title=NODE_AE,
             bind="127.0.0.1",
@@ -87,11 +98,7 @@ class ViewerStack:
             idle_timeout_s=1.0,
             model_path=model_path,
             app={"beam_size": beam_size, "write_pdf": write_pdf},
-            destinations=(
-                Destination(
-                    name="orthanc", ae_title=ORTHANC_AE, host="127.0.0.1", port=self.orthanc.dicom_port
-                ),
-            ),
+            destinations=(back,),
             export_backoff_s=0.5,
             export_backoff_max_s=5.0,
             log_format="kv",

@@ -17,5 +17,6 @@ def test_entry_point_and_options() -> None:
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["viewer", "--screenshot", "x.png", "--no-pdf", "--port", "8080"])
     assert args.func is cmd_viewer and args.screenshot == Path("x.png") and args.no_pdf and args.port == 8080
-    args = parser.parse_args(["viewer", "--study", "a.dcm", "b.dcm"])
+    args = parser.parse_args(["viewer", "--study", "a.dcm", "b.dcm", "--export", "dicomweb"])
     assert args.study == [Path("a.dcm"), Path("b.dcm")] and args.screenshot is None
+    assert args.export == "dicomweb"
