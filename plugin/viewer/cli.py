@@ -78,6 +78,7 @@ def cmd_viewer(args: argparse.Namespace) -> int:
     from plugin.viewer.stack import ViewerStack
 
     setup_logging("kv")
+    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM during start-up also stops what was started
     with tempfile.TemporaryDirectory(prefix="uar-viewer-") as tmp:
         root = args.keep or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
@@ -119,6 +120,9 @@ def cmd_viewer(args: argparse.Namespace) -> int:
         except (ViewerSetupError, RuntimeError, TimeoutError) as exc:
             print(f"uar viewer: error: {exc}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            print("uar viewer: interrupted, stopping", file=sys.stderr)
+            return 130
         finally:
             stack.stop()
 
@@ -128,6 +132,10 @@ def _modalities(with_pdf: bool, files: Sequence[Path]) -> list[str]:
 
     first = pydicom.dcmread(files[0], stop_before_pixels=True, specific_tags=["Modality"])
     return [str(first.get("Modality", "CR")), "SR"] + (["DOC"] if with_pdf else [])
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def _wait_for_signal() -> None:
