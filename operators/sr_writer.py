@@ -5,12 +5,19 @@ Built with highdicom (platform.md §5). Document content tree::
     CONTAINER X-Ray Report (LN 43468-8), TID 2000, SEPARATE
       HAS CONCEPT MOD  Language of Content Item and Descendants = en-US (TID 1204)
       HAS OBS CONTEXT  Observer Type = Device, Device Observer UID / Name / Manufacturer / Model (TID 1001)
-      CONTAINS CONTAINER Findings (LN 59776-5)
-        CONTAINS TEXT Finding (DCM 121071) = generated findings
-      CONTAINS CONTAINER Impressions (LN 19005-8)
-        CONTAINS TEXT Impression (DCM 121073) = rule-derived impression
+      CONTAINS CONTAINER Findings (LN 59776-5), CONTINUOUS
+        CONTAINS TEXT Finding (DCM 121071) = one generated sentence (one item per sentence)
+      CONTAINS CONTAINER Impressions (LN 19005-8), CONTINUOUS
+        CONTAINS TEXT Impression (DCM 121073) = one rule-derived sentence (one item per sentence)
       CONTAINS CONTAINER Summary (LN 55112-7)
         CONTAINS TEXT Summary (LN 55112-7) = AI draft statement, model, labeler observations
+
+Findings and Impressions hold one TEXT item per sentence (:func:`statements`) inside a CONTINUOUS
+container: a viewer that lists items shows one statement per row, and one that honours the
+continuity (OHIF 3.13 renders CONTINUOUS items as wrapping inline text) shows the section as one
+paragraph that wraps at the viewport's edge. (OHIF puts a Finding of a SEPARATE container in a
+non-wrapping ``<pre>``, so a long finding would be cut off there; that is why the containers stay
+CONTINUOUS.) :func:`section_text` reads a section back as one string.
 
 Document attributes: SpecificCharacterSet ISO_IR 192 (UTF-8; highdicom leaves it empty and
 non-ASCII text would become "?"), PreliminaryFlag PRELIMINARY, CompletionFlag COMPLETE,
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +87,8 @@ _VALIDATED = (
 )
 _LANGUAGE_NAMES = {"en-US": "English (United States)", "en-GB": "English (United Kingdom)", "en": "English"}
 _LABEL_WORDS = {1: "positive", 0: "negative", -1: "uncertain"}
+# A sentence ends at ".", "!" or "?" followed by white space; decimals ("2.5 cm") do not split.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 @dataclass
@@ -111,10 +121,32 @@ def summary_text(report: Report) -> str:
     )
 
 
-def _section(title: hd.sr.CodedConcept, item: hd.sr.CodedConcept, text: str) -> hd.sr.ContainerContentItem:
-    section = hd.sr.ContainerContentItem(name=title, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+def statements(text: str) -> list[str]:
+    """The sentences of ``text``, one TEXT item value each (runs of white space become one space).
+
+    Sentences end at ``.``, ``!`` or ``?`` followed by white space, so "2.5 cm" stays whole.
+    Text without any sentence (empty or blank) gives ``[text]`` so the section keeps its item.
+    """
+    sentences = [" ".join(s.split()) for s in _SENTENCE_END.split(text.strip())]
+    return [s for s in sentences if s] or [text]
+
+
+def section_text(section: pydicom.Dataset) -> str:
+    """The TEXT items of an SR section container read back as one string (items joined by " ")."""
+    return " ".join(
+        str(item.TextValue) for item in section.get("ContentSequence", []) if item.ValueType == "TEXT"
+    )
+
+
+def _section(
+    title: hd.sr.CodedConcept, item: hd.sr.CodedConcept, texts: list[str]
+) -> hd.sr.ContainerContentItem:
+    section = hd.sr.ContainerContentItem(
+        name=title, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS, is_content_continuous=True
+    )
     section.ContentSequence = [
         hd.sr.TextContentItem(name=item, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+        for text in texts
     ]
     return section
 
@@ -141,9 +173,9 @@ def build_content(report: Report, settings: AppSettings) -> hd.sr.ContainerConte
         ),
     )
     content = [*language, *observer]
-    content.append(_section(codes.LN.Findings, codes.DCM.Finding, report.findings))
-    content.append(_section(codes.LN.Impressions, codes.DCM.Impression, report.impression))
-    content.append(_section(codes.LN.Summary, codes.LN.Summary, summary_text(report)))
+    content.append(_section(codes.LN.Findings, codes.DCM.Finding, statements(report.findings)))
+    content.append(_section(codes.LN.Impressions, codes.DCM.Impression, statements(report.impression)))
+    content.append(_section(codes.LN.Summary, codes.LN.Summary, [summary_text(report)]))
     root.ContentSequence = content
     return root
 
