@@ -41,6 +41,7 @@ FEATURE = "embedding-mean-per-view"
 CHECK_VERSION = 1
 TENSOR_PREFIX = "input_check."
 DEFAULT_PERCENTILE = 99.0
+RIDGE = 1e-6  # added to the shrunk covariance, times its mean eigenvalue: always invertible
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,9 @@ def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """Ledoit-Wolf shrunk covariance of samples ``x`` (n, d): (mean (d,), covariance (d, d), intensity).
 
     Shrinks the sample covariance towards ``mu * I`` (``mu`` its mean eigenvalue) with the
-    intensity that minimises the expected Frobenius error (Ledoit & Wolf 2004), computed in float64.
+    intensity that minimises the expected Frobenius error (Ledoit & Wolf 2004), computed in float64;
+    a ridge of ``RIDGE * mu`` keeps it invertible when a feature never varies. Raises ``ValueError``
+    when no feature varies at all.
     """
     x = np.asarray(x, dtype=np.float64)
     n, d = x.shape
@@ -211,8 +214,11 @@ def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     mu = np.trace(s) / d
     delta = np.sum((s - mu * np.eye(d)) ** 2) / d
     beta = (np.sum(np.sum(xc**2, axis=1) ** 2) - n * np.sum(s**2)) / (n * n * d)
+    if mu <= 0:
+        raise ValueError("the reference features do not vary: the model's embedding is constant on this data")
     shrink = 0.0 if delta <= 0 else float(min(max(beta / delta, 0.0), 1.0))
-    return mean, shrink * mu * np.eye(d) + (1.0 - shrink) * s, shrink
+    cov = shrink * mu * np.eye(d) + (1.0 - shrink) * s
+    return mean, cov + RIDGE * mu * np.eye(d), shrink
 
 
 def fit_input_check(
