@@ -186,13 +186,14 @@ def main() -> None:
     sets["dicom non-chest pixels (forced)"] = non_chest
 
     results: dict[str, object] = {"threshold": check.threshold, "sets": {}}
+    scorers = Scorers(generator)
+    feats = {name: scorers.features(studies) for name, studies in sets.items()}
     print("\nshipped score: share flagged out of domain")
-    for name, studies in sets.items():
-        verdicts = generator.check_domain(studies)
-        scores = torch.tensor([v.score for v in verdicts])
+    for name, f in feats.items():
+        scores = check.scores(f["embed"], f["supplied"])  # what ReportGenerator.check_domain computes
         print(f"  {name:34s} {share(scores, check.threshold)}   median score {scores.median():.1f}")
         results["sets"][name] = {  # type: ignore[index]
-            "n": len(studies),
+            "n": len(scores),
             "flagged": int((scores > check.threshold).sum()),
             "median_score": float(scores.median()),
         }
@@ -202,10 +203,8 @@ def main() -> None:
     results["non_chest_rejected_by_loader"] = len(non_chest_rejected)
 
     if args.compare is not None:
-        scorers = Scorers(generator)
         ref = scorers.features(load_split(args.compare, "train", args.max_reference))
         val = scorers.features(load_split(args.compare, "val"))
-        feats = {name: scorers.features(studies) for name, studies in sets.items()}
         candidates: dict[str, Callable[[dict[str, Tensor]], Tensor]] = {}
         for kind in ("embed", "encoder"):
             fitted = fit_input_check(ref[kind], val[kind], val["supplied"])
