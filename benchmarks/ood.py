@@ -56,6 +56,25 @@ def load_split(data: Path, split: str, limit: int | None = None) -> Studies:
     return out
 
 
+def synthetic_dicom_studies(n: int, seed: int = 2) -> Studies:
+    """``n`` held-out synthetic cases (``default_rng([seed, i])``, as ``uar data synthetic``) written as
+    two-series DICOM studies (512 px, :func:`uar.data.synthetic_dicom.write_study`) and read back
+    through the app's study loader: the path a synthetic study sent to the node takes."""
+    from uar.data.synthetic import sample_case
+    from uar.data.synthetic_dicom import write_study
+
+    out: Studies = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(n):
+            folder = Path(tmp) / str(i)
+            write_study(folder, sample_case(np.random.default_rng([seed, i])), seed)
+            for result in load_studies(folder):
+                if isinstance(result, CXRStudy):
+                    lateral = result.lateral.pixels if result.lateral is not None else None
+                    out.append((result.frontal.pixels, lateral))
+    return out
+
+
 def covid_studies(root: Path) -> Studies:
     """Every image of the covid-chestxray set as a frontal-only study."""
     return [(load_image(p), None) for p in sorted((root / "images").glob("*.png"))]
@@ -169,6 +188,9 @@ def main() -> None:
     parser.add_argument("--covid", type=Path, default=Path("../shared/data/covid_chestxray"))
     parser.add_argument("--dicom", type=Path, default=Path("../shared/data/dicom"))
     parser.add_argument("--repeats", type=int, default=50, help="studies timed")
+    parser.add_argument(
+        "--synthetic-dicom", type=int, default=0, help="also N held-out synthetic studies sent as DICOM"
+    )
     parser.add_argument("--out", type=Path, help="write the numbers as JSON")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -180,6 +202,8 @@ def main() -> None:
     print(f"input check: threshold {check.threshold:.2f} (p{check.percentile:g}), {check.source}")
 
     sets: dict[str, Studies] = {"synthetic held-out (ID)": load_split(args.test, "test")}
+    if args.synthetic_dicom:
+        sets["synthetic held-out as DICOM 512 px"] = synthetic_dicom_studies(args.synthetic_dicom)
     sets["covid-chestxray (real chest)"] = covid_studies(args.covid)
     chest, non_chest_rejected, non_chest, _ = dicom_sets(args.dicom)
     sets["dicom chest files (real chest)"] = chest

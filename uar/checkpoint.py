@@ -25,6 +25,8 @@ change. Training-resume state (optimizer, scheduler, RNG) is not part of this fi
 from __future__ import annotations
 
 import json
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,11 +138,14 @@ def save_checkpoint(
 
 
 def _write(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
-    """Write a safetensors file atomically (temporary file, then rename)."""
+    """Write a safetensors file atomically (temporary file, then rename); a replaced file keeps its
+    permission bits (a node running as another user must still read a recalibrated model)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
+    if path.exists():
+        os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
     tmp.replace(path)
     return path
 

@@ -164,8 +164,10 @@ def test_cli_calibrate_generate_and_export(
     plain, _, data = calibrated
     target = tmp_path / "m.safetensors"
     target.write_bytes(plain.read_bytes())
+    target.chmod(0o644)
     assert main(["calibrate", str(target), "--data", str(data), "--percentile", "95"]) == 0
     assert "threshold" in capsys.readouterr().out and has_input_check(target)
+    assert target.stat().st_mode & 0o777 == 0o644  # calibrated in place, still readable by a node user
     image = data / "images" / "s000" / "0.png"
     assert main(["generate", str(image), "--checkpoint", str(target), "--beam", "1"]) == 0
     text = capsys.readouterr().out
