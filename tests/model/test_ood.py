@@ -186,3 +186,17 @@ def test_cli_calibrate_generate_and_export(
     (missing / "annotation.json").write_text(json.dumps({"train": [], "val": []}))
     assert main(["calibrate", str(target), "--data", str(missing)]) == 2
     assert "at least 2 studies" in capsys.readouterr().err
+
+
+def test_the_embedded_default_model_flags_a_real_radiograph_not_a_synthetic_study(shared_data: Path) -> None:
+    from uar.data.images import load_image
+    from uar.data.synthetic import render, sample_case
+
+    generator = ReportGenerator.load(None)
+    assert generator.input_check is not None and generator.input_check.percentile == 99.0
+    case = sample_case(np.random.default_rng([2, 0]))  # held-out test case 0 (seed 2)
+    synthetic = (render(case, "frontal", size=256), render(case, "lateral", size=256))
+    real = load_image(sorted((shared_data / "covid_chestxray" / "images").glob("*.png"))[0])
+    inside, outside = generator.check_domain([synthetic, (real, None)])
+    assert inside.verdict == "in_domain" and outside.verdict == "out_of_domain"
+    assert outside.score > 1.5 * outside.threshold
