@@ -22,10 +22,10 @@ against k-nearest neighbours and an energy score in benchmarks/ood.py).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -268,6 +268,7 @@ def fit_input_check(
 
 
 StudyImages = tuple[np.ndarray, np.ndarray | None]
+Encoder = Callable[[list[StudyImages]], tuple[Tensor, Tensor]]  # studies -> (features, supplied)
 
 
 def split_studies(data_dir: str | Path, split: str, limit: int | None = None) -> list[tuple[Path, ...]]:
@@ -283,7 +284,7 @@ def split_studies(data_dir: str | Path, split: str, limit: int | None = None) ->
 
 
 def dataset_features(
-    encode: Any, studies: Sequence[tuple[Path, ...]], *, batch_size: int = 32, desc: str = "features"
+    encode: Encoder, studies: Sequence[tuple[Path, ...]], *, batch_size: int = 32, desc: str = "features"
 ) -> tuple[Tensor, Tensor]:
     """Features (N, V, d) and supplied-view masks (N, V) of image studies.
 
@@ -307,7 +308,7 @@ def dataset_features(
 
 
 def calibrate_on_dataset(
-    encode: Any,
+    encode: Encoder,
     data_dir: str | Path,
     *,
     percentile: float = DEFAULT_PERCENTILE,
