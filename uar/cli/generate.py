@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     if domain.out_of_domain:
         print("WARNING: OUTSIDE THE MODEL'S VALIDATED INPUT DOMAIN. " + domain.statement())
     print(f"FINDINGS: {report.findings}")
-    print(f"IMPRESSION (derived from the findings): {report.impression}")
+    label = "IMPRESSION" if report.withheld else "IMPRESSION (derived from the findings)"
+    print(f"{label}: {report.impression}")
     print(f"Model: {report.model_name} {report.model_version}")
     verdict = domain.verdict.replace("_", " ")
     if domain.score is not None:
