@@ -50,4 +50,4 @@ model="$RUN/long/$PRESET"
 [ -f "$model-test.json" ] ||
   "$UAR" evaluate --checkpoint "$model/final.safetensors" --data "$RUN/test" --split test --out "$model-test.json"
 "$UAR" export "$model/final.safetensors" "$OUT" --fp16 --name uar-default --version "$MODEL_VERSION" \
-  --metrics "$model-test.json"
+  --metrics "$model-test.json" --calibration-data "$RUN/data"

@@ -13,6 +13,7 @@ Example ``node.yaml`` (every key is optional; see docs/node.md)::
     storage_dir: /var/lib/uar-node
     idle_timeout_s: 5
     model_path: null
+    ood_policy: withhold   # or flag: studies outside the model's validated input domain (docs/ood.md)
 """
 
 from __future__ import annotations
@@ -195,6 +196,7 @@ class NodeConfig:
     retry_delay_s: float = 2.0  # pause before retrying a failed run (times the attempt number)
     model_path: str | None = None  # None = the embedded default model
     app: dict[str, Any] | None = None  # plugin.settings.AppSettings keys (beam_size, write_pdf, ...)
+    ood_policy: str | None = None  # "withhold" | "flag"; None = the app setting (default withhold)
     destinations: tuple[Destination | DicomWebDestination, ...] = ()
     export_calling_ae: str | None = None  # calling AE for exports; None = ``ae_title``
     export_deadline_s: float = 86400.0  # give up on a delivery after this long
@@ -230,6 +232,8 @@ class NodeConfig:
             raise ValueError("idle_timeout_s must be >= 0, study_timeout_s and export_deadline_s > 0")
         if self.workers < 0 or self.max_attempts < 1 or self.max_associations < 1:
             raise ValueError("workers must be >= 0, max_attempts and max_associations >= 1")
+        if self.ood_policy is not None and self.ood_policy not in ("withhold", "flag"):
+            raise ValueError(f"ood_policy must be 'withhold' or 'flag', got {self.ood_policy!r}")
         if self.log_format not in ("json", "kv"):
             raise ValueError(f"log_format must be 'json' or 'kv', got {self.log_format!r}")
 
@@ -237,6 +241,14 @@ class NodeConfig:
     def storage(self) -> Path:
         """``storage_dir`` as a ``Path``."""
         return Path(self.storage_dir)
+
+    @property
+    def app_settings(self) -> dict[str, Any]:
+        """The app's settings mapping: ``app`` with ``ood_policy`` applied when set."""
+        settings = dict(self.app or {})
+        if self.ood_policy is not None:
+            settings["ood_policy"] = self.ood_policy
+        return settings
 
     @property
     def scu_ae_title(self) -> str:

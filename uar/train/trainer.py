@@ -326,7 +326,30 @@ class _Trainer:
         finally:
             if self.logger is not None:
                 self.logger.close()
+        if info.is_main and self.progress_state.finished:
+            self._calibrate_best()
         return self.best_path
+
+    def _calibrate_best(self) -> None:
+        """Store the input-domain check (uar.ood) in best.safetensors once the schedule is done.
+
+        Statistics from the training split, threshold from the validation split; a data layout
+        without ``annotation.json`` (MIMIC-CXR-JPG) or a failing fit leaves the checkpoint without a
+        check, with a warning naming ``uar calibrate``.
+        """
+        from uar.calibration import calibrate_checkpoint, describe, has_input_check
+
+        if not self.best_path.is_file() or has_input_check(self.best_path):
+            return
+        if not (self.data_dir / "annotation.json").is_file():
+            log.warning("no annotation.json in %s: best.safetensors has no input check", self.data_dir)
+            return
+        try:
+            _, check = calibrate_checkpoint(self.best_path, self.data_dir)
+        except (ValueError, FileNotFoundError) as exc:
+            log.warning("input check not calibrated (%s); run `uar calibrate` later", exc)
+            return
+        log.info("%s", describe(check))
 
     def _load_visual_tokenizer(self) -> nn.Module | None:
         if self.model_cfg.visual_encoder != "lsu":
