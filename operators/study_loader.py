@@ -273,6 +273,7 @@ class CXRStudy:
     frontal: SourceImage
     lateral: SourceImage | None
     unused: list[str] = field(default_factory=list)  # eligible SOPInstanceUIDs not used (duplicates)
+    set_aside: list[str] = field(default_factory=list)  # "<file>: <reason>" of instances not usable
 
     @property
     def images(self) -> list[SourceImage]:
@@ -665,7 +666,11 @@ def _select(study_uid: str, instances: list[_Candidate]) -> CXRStudy | Rejection
         return SourceImage(c.path, c.dataset, c.view, c.view_source, c.pixels)
 
     lateral = chosen.get("lateral")
-    return CXRStudy(study_uid, source(chosen["frontal"]), source(lateral) if lateral else None, unused)
+    if details:
+        log.warning("study %s: %d instance(s) set aside", uid_tag(study_uid), len(details))
+    return CXRStudy(
+        study_uid, source(chosen["frontal"]), source(lateral) if lateral else None, unused, details
+    )
 
 
 def load_studies(folder: str | Path) -> list[CXRStudy | Rejection]:

@@ -69,6 +69,6 @@ def run_app(
     return AppResult(
         srs=[w.path for w in app.sr_writer.written],
         pdfs=[w.path for w in app.pdf_writer.written] if app.pdf_writer is not None else [],
-        rejections=list(app.loader.rejections),
+        rejections=list(app.loader.rejections) + list(app.sr_writer.rejections),
         reports=list(app.inference.reports),
     )

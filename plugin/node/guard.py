@@ -172,7 +172,19 @@ class GuardedRequestHandler(RequestHandler):
             # pynetdicom drops a C-STORE-RQ without a valid Affected SOP Instance / Class UID without
             # answering; the peer would wait for ever. Answer it 0xA900 instead.
             if isinstance(msg, C_STORE) and not msg.is_valid_request:
-                answer_invalid_store(assoc, msg, context_id)
+                answer_store(assoc, msg, context_id, INVALID_REQUEST_STATUS, "malformed C-STORE request")
+                return
+            # pynetdicom aborts the association for a SOP class it has no service class for
+            # (e.g. a private UID); answer 0x0122 for any class other than the context's own.
+            context = assoc._accepted_cx.get(context_id)
+            if (
+                isinstance(msg, C_STORE)
+                and context is not None
+                and msg.AffectedSOPClassUID != context.abstract_syntax
+            ):
+                answer_store(
+                    assoc, msg, context_id, SOP_CLASS_NOT_SUPPORTED, "SOP class differs from the context"
+                )
                 return
             serve(msg, context_id)
 
@@ -181,19 +193,20 @@ class GuardedRequestHandler(RequestHandler):
 
 
 INVALID_REQUEST_STATUS = 0xA900  # data set does not match SOP class (PS3.4 B.2.3)
+SOP_CLASS_NOT_SUPPORTED = 0x0122  # refused: SOP class not supported (PS3.7 C.5.2)
 
 
-def answer_invalid_store(assoc: Any, msg: C_STORE, context_id: int) -> None:
-    """Answer a malformed C-STORE-RQ with 0xA900, or abort when it has no Message ID to answer."""
+def answer_store(assoc: Any, msg: C_STORE, context_id: int, status: int, reason: str) -> None:
+    """Answer a C-STORE-RQ with failure ``status`` ourselves, or abort when it has no Message ID."""
     if msg.MessageID is None:
         assoc.abort()
         return
     rsp = C_STORE()
     rsp.MessageIDBeingRespondedTo = msg.MessageID
-    rsp.Status = INVALID_REQUEST_STATUS
+    rsp.Status = status
     with contextlib.suppress(TypeError, ValueError):
         rsp.AffectedSOPClassUID = msg.AffectedSOPClassUID
-    event("instance_refused", logging.WARNING, status="0xA900", reason="malformed C-STORE request")
+    event("instance_refused", logging.WARNING, status=f"0x{status:04X}", reason=reason)
     assoc.dimse.send_msg(rsp, context_id)
 
 
