@@ -69,13 +69,21 @@ class _LibraryHandler(logging.Handler):
     so only the logger name, the level and a digest of the message text are kept.
     """
 
+    _busy = threading.local()
+
     def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith(LOGGER_NAME) or getattr(self._busy, "on", False):
+            return  # the node's own events (if propagated) and re-entrant calls
+        self._busy.on = True
         try:
-            text = record.getMessage()
-        except Exception:
-            text = str(record.msg)
-        digest = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:12]
-        event("library_log", record.levelno, source=record.name, digest=digest)
+            try:
+                text = record.getMessage()
+            except Exception:
+                text = str(record.msg)
+            digest = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:12]
+            event("library_log", record.levelno, source=record.name, digest=digest)
+        finally:
+            self._busy.on = False
 
 
 def setup_logging(fmt: str = "json", level: int = logging.INFO) -> None:
