@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import multiprocessing as mp
 import os
 import random
 import socket
@@ -26,7 +27,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -101,15 +101,24 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-class Attacker(threading.Thread):
-    """Keeps opening hostile connections from ``source`` until stopped; counts them."""
+class Attacker(mp.Process):
+    """Keeps opening hostile connections from ``source`` until stopped; counts them.
+
+    A separate process, so that the attacker's own CPU use does not hold the GIL of the
+    legitimate sender's loop (the node is what is measured, not this script).
+    """
 
     def __init__(self, port: int, source: str, seed: int) -> None:
         super().__init__(daemon=True)
         self.port, self.source = port, source
         self.rng = random.Random(seed)
-        self.stop = threading.Event()
-        self.connections = 0
+        self.stop = mp.Event()
+        self.count = mp.Value("q", 0)
+
+    @property
+    def connections(self) -> int:
+        """Hostile connections made so far."""
+        return int(self.count.value)
 
     def _connect(self) -> socket.socket | None:
         s = socket.socket()
@@ -120,7 +129,8 @@ class Attacker(threading.Thread):
         except OSError:
             s.close()
             return None
-        self.connections += 1
+        with self.count.get_lock():
+            self.count.value += 1
         return s
 
     def run(self) -> None:

@@ -214,6 +214,9 @@ class GuardedServer(ThreadedAssociationServer):
     """``ThreadedAssociationServer`` with the pre-association guard of the module docstring."""
 
     daemon_threads = True
+    # listen() backlog: socketserver's default of 5 lets a burst of hostile connects fill the
+    # accept queue, so a legitimate peer's SYN is dropped and retried a second later
+    request_queue_size = 256
 
     def __init__(self, *args: Any, limits: GuardLimits, **kwargs: Any) -> None:
         self.limits = limits
