@@ -28,9 +28,7 @@ def redact_library_logs() -> None:
     def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = factory(*args, **kwargs)
         if _redacted(record.name):
-            record.msg = (
-                f"{record.name} {record.levelname.lower()} (text withheld: may quote received data)"
-            )
+            record.msg = f"{record.name} {record.levelname.lower()} (text withheld: may quote received data)"
             record.args = ()
             record.exc_info = None
             record.exc_text = None
