@@ -9,15 +9,20 @@ import signal
 import socket
 import sqlite3
 import struct
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pydicom.uid import ImplicitVRLittleEndian
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
 
-from plugin.node.config import NodeConfig
+from plugin.node.config import NodeConfig, TLSConfig
 from plugin.node.scp import echo
 from plugin.node.service import NodeService
+from tests.conftest import require_tool
 from tests.node.conftest import NODE_AE, SENDER_AE, NodeProcess, wait_for
 
 
@@ -123,3 +128,31 @@ def test_guard_limits(node_config: Callable[..., NodeConfig], running_node: Call
     # and none of it locked out a legitimate association
     assert echo("127.0.0.1", port, NODE_AE, SENDER_AE) == 0
     assert node.scp.server is not None and node.scp.server.pending() == 0
+
+
+def test_a_stalled_tls_handshake_does_not_block_other_peers(
+    tmp_path: Path, node_config: Callable[..., NodeConfig], running_node: Callable
+) -> None:
+    """pynetdicom did the TLS handshake in the accepting thread: one silent socket blocked everyone."""
+    cert, key = tmp_path / "node.pem", tmp_path / "node.key"
+    subprocess.run(
+        [require_tool("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    tls = TLSConfig(cert=str(cert), key=str(key), ca=str(cert))
+    cfg = node_config(workers=0, tls=tls, first_pdu_timeout_s=3.0)
+    running_node(cfg)
+    silent = [socket.create_connection(("127.0.0.1", cfg.port)) for _ in range(3)]  # no ClientHello
+    ae = AE(ae_title=SENDER_AE)
+    ae.add_requested_context(Verification, ImplicitVRLittleEndian)
+    ae.acse_timeout = ae.network_timeout = 5
+    t0 = time.monotonic()
+    assoc = ae.associate("127.0.0.1", cfg.port, ae_title=NODE_AE, tls_args=(tls.client_context(), None))
+    assert assoc.is_established and time.monotonic() - t0 < 2.5
+    assoc.release()
+    for s in silent:  # the silent ones are closed after first_pdu_timeout_s
+        s.settimeout(5)
+        assert s.recv(1) == b""
+        s.close()
