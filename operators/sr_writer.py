@@ -39,7 +39,7 @@ from pydicom.valuerep import validate_value
 
 import uar
 from operators.inference import StudyReport
-from operators.study_loader import CXRStudy, Rejection, uid_tag, write_rejection
+from operators.study_loader import CXRStudy, Rejection, quiet_pydicom, uid_tag, write_rejection
 from plugin.settings import AppSettings
 from uar.generator import Report
 
@@ -273,7 +273,8 @@ class SRWriterOperator(Operator):
         self.written, self.rejections = [], []
         for r in reports:
             try:
-                self.written.append(write_sr(r, self.settings, self.output_folder))
+                with quiet_pydicom():  # pydicom's warnings would quote received values
+                    self.written.append(write_sr(r, self.settings, self.output_folder))
             except Exception as exc:  # a study the SR cannot be built for gets a rejection record
                 self.rejections.append(_writer_rejection(r, exc, self.output_folder))
         op_output.emit(self.written, "instances")

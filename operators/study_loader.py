@@ -557,15 +557,18 @@ def _read_headers(folder: Path) -> tuple[dict[str, list[_Candidate]], list[str],
         try:
             check_file(path, FILE_LIMITS)
             ds = pydicom.dcmread(path, stop_before_pixels=True)
+            for _ in ds.iterall():  # convert every element now: undecodable values fail here
+                pass
+            if str(ds.file_meta.get("MediaStorageSOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY_SOP_CLASS:
+                continue
+            study_uid = ds.get("StudyInstanceUID")
+            valid = is_valid_uid(study_uid) and is_valid_uid(ds.get("SOPInstanceUID"))
         except Exception as exc:  # anything pydicom raises on hostile bytes (zlib.error, ...)
             log.warning("skipping file %s: not readable as DICOM (%s)", uid_tag(path.name), _failure(exc))
             unreadable.append(path.name)
             details.append(f"{path.name}: not readable as DICOM ({_failure(exc)})")
             continue
-        if str(ds.file_meta.get("MediaStorageSOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY_SOP_CLASS:
-            continue
-        study_uid = ds.get("StudyInstanceUID")
-        if not is_valid_uid(study_uid) or not is_valid_uid(ds.get("SOPInstanceUID")):
+        if not valid:
             log.warning("skipping file %s: no valid StudyInstanceUID or SOPInstanceUID", uid_tag(path.name))
             unreadable.append(path.name)
             details.append(f"{path.name}: no valid StudyInstanceUID or SOPInstanceUID")
@@ -682,24 +685,26 @@ def load_studies(folder: str | Path) -> list[CXRStudy | Rejection]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"input folder not found: {folder}")
-    with _quiet_pydicom():
+    with quiet_pydicom():
         return _load(folder)
 
 
 @contextmanager
-def _quiet_pydicom() -> Iterator[None]:
-    """No per-value validation warnings from pydicom while loading (they quote received values).
+def quiet_pydicom() -> Iterator[None]:
+    """No per-value validation warnings from pydicom (they quote received values), e.g. while loading.
 
-    The loader applies its own rules (:func:`instance_problem`, :func:`chest_problem`) instead.
+    The loader applies its own rules (:func:`instance_problem`, :func:`chest_problem`) instead, and
+    the SR writer validates what it copies (``sr_writer.evidence_header``).
     """
-    mode = pydicom_config.settings.reading_validation_mode
-    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+    settings = pydicom_config.settings
+    modes = settings.reading_validation_mode, settings.writing_validation_mode
+    settings.reading_validation_mode = settings.writing_validation_mode = pydicom_config.IGNORE
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        pydicom_config.settings.reading_validation_mode = mode
+        settings.reading_validation_mode, settings.writing_validation_mode = modes
 
 
 def _load(folder: Path) -> list[CXRStudy | Rejection]:

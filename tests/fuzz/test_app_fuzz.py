@@ -121,7 +121,9 @@ def test_app_in_process_fuzz(
     assert {k: v for k, v in bad.items() if v} == {}
     mixed = [p for p in srs if pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID == mixed_uid]
     assert len(mixed) == 1, "the mixed study is reported from its good instance"
-    leaked = [r.getMessage() for r in caplog.records if leaks(r.getMessage())]
+    leaked = [
+        f"{r.name}:{r.pathname}:{r.lineno}: {r.getMessage()}" for r in caplog.records if leaks(r.getMessage())
+    ]
     assert leaked == []
     captured = capfd.readouterr()
     assert leaks(captured.out + captured.err) == []
