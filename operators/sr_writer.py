@@ -57,7 +57,7 @@ from pydicom.valuerep import validate_value
 
 import uar
 from operators.inference import StudyReport
-from operators.study_loader import CXRStudy, uid_tag
+from operators.study_loader import CXRStudy, Rejection, quiet_pydicom, uid_tag, write_rejection
 from plugin.settings import AppSettings
 from uar.generator import Report
 
@@ -285,7 +285,11 @@ def evidence_header(ds: pydicom.Dataset) -> pydicom.Dataset:
         if kw not in header:
             continue
         element = header.data_element(kw)
-        if element.value in (None, "") or element.VM != 1:
+        if element.value in (None, ""):
+            continue
+        if element.VM != 1:  # every one of these attributes is single-valued (VM 1)
+            log.warning("source %s has several values; left empty", kw)
+            element.value = ""
             continue
         try:
             validate_value(element.VR, str(element.value), config.RAISE)
@@ -377,6 +381,7 @@ class SRWriterOperator(Operator):
         self.output_folder = Path(output_folder)
         self.settings = settings
         self.written: list[WrittenInstance] = []
+        self.rejections: list[Rejection] = []
         super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec) -> None:
@@ -387,5 +392,21 @@ class SRWriterOperator(Operator):
     def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
         """Write one SR per report and emit what was written."""
         reports: list[StudyReport] = op_input.receive("reports")
-        self.written = [write_sr(r, self.settings, self.output_folder) for r in reports]
+        self.written, self.rejections = [], []
+        for r in reports:
+            try:
+                with quiet_pydicom():  # pydicom's warnings would quote received values
+                    self.written.append(write_sr(r, self.settings, self.output_folder))
+            except Exception as exc:  # a study the SR cannot be built for gets a rejection record
+                self.rejections.append(_writer_rejection(r, exc, self.output_folder))
         op_output.emit(self.written, "instances")
+
+
+def _writer_rejection(study_report: StudyReport, exc: Exception, output_folder: Path) -> Rejection:
+    """Record (without the exception's text, which can quote received values) why no SR was written."""
+    study = study_report.study
+    log.warning("study %s: SR not written (%s)", uid_tag(study.study_instance_uid), type(exc).__name__)
+    files = [image.path.name for image in study.images]
+    rejection = Rejection(study.study_instance_uid, f"SR could not be written ({type(exc).__name__})", files)
+    write_rejection(rejection, output_folder)
+    return rejection

@@ -74,7 +74,7 @@ def run_app(
     return AppResult(
         srs=[w.path for w in app.sr_writer.written],
         pdfs=[w.path for w in app.pdf_writer.written] if app.pdf_writer is not None else [],
-        rejections=[*app.loader.rejections, *app.inference.rejections],
+        rejections=[*app.loader.rejections, *app.inference.rejections, *app.sr_writer.rejections],
         reports=list(app.inference.reports),
         verdicts=list(app.inference.verdicts),
     )

@@ -29,6 +29,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from uar.data.dicom_guard import DicomLimits
+
 # AE titles: up to 16 characters of the DICOM default repertoire, no backslash or control characters.
 _AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
 
@@ -184,8 +186,19 @@ class NodeConfig:
     port: int = 11112
     require_called_aet: bool = True  # the association must name ``ae_title`` as called AE
     sources: tuple[Source, ...] = ()  # calling-AE whitelist; empty accepts any calling AE
-    max_associations: int = 10
-    max_pdu: int = 0  # 0 = unlimited (fastest with pynetdicom)
+    max_associations: int = 10  # concurrent established associations
+    max_associations_per_peer: int = 0  # established associations per peer IP; 0 = only max_associations
+    max_pending_connections: int = 64  # connections that have not yet sent their A-ASSOCIATE-RQ
+    max_pending_per_peer: int = 8  # the same, per peer IP
+    first_pdu_timeout_s: float = 5.0  # time a new connection has to deliver its A-ASSOCIATE-RQ
+    max_associate_rq_kb: int = 128  # longest A-ASSOCIATE-RQ PDU accepted (KiB)
+    association_idle_timeout_s: float = 60.0  # an association silent this long is aborted
+    max_pdu: int = 0  # maximum P-DATA PDU we receive; 0 = unlimited (bounded by max_dataset_mb)
+    max_dataset_mb: int = 64  # longest data set (after inflating a deflated one) accepted (MiB)
+    max_inflate_ratio: float = 100.0  # inflated / deflated size above 1 MiB inflated
+    max_elements: int = 20000  # data elements per data set, nested ones included
+    max_sequence_items: int = 5000  # sequence items and pixel data fragments per data set
+    max_sequence_depth: int = 12  # sequence nesting per data set
     tls: TLSConfig | None = None
     storage_dir: str = "uar-node-data"
     min_free_mb: int = 64  # refuse instances with 0xA700 below this much free disk
@@ -234,8 +247,32 @@ class NodeConfig:
             raise ValueError("workers must be >= 0, max_attempts and max_associations >= 1")
         if self.ood_policy is not None and self.ood_policy not in ("withhold", "flag"):
             raise ValueError(f"ood_policy must be 'withhold' or 'flag', got {self.ood_policy!r}")
+        positive = (
+            self.max_pending_connections,
+            self.max_pending_per_peer,
+            self.max_associate_rq_kb,
+            self.max_dataset_mb,
+            self.max_elements,
+            self.max_sequence_items,
+            self.max_sequence_depth,
+        )
+        if min(positive) < 1 or self.first_pdu_timeout_s <= 0 or self.association_idle_timeout_s <= 0:
+            raise ValueError("the connection and data set limits must be positive")
+        if self.max_associations_per_peer < 0 or self.max_pdu < 0 or self.max_inflate_ratio < 1:
+            raise ValueError("max_associations_per_peer and max_pdu must be >= 0, max_inflate_ratio >= 1")
         if self.log_format not in ("json", "kv"):
             raise ValueError(f"log_format must be 'json' or 'kv', got {self.log_format!r}")
+
+    @property
+    def dicom_limits(self) -> DicomLimits:
+        """The per-data-set limits (:class:`uar.data.dicom_guard.DicomLimits`) of this config."""
+        return DicomLimits(
+            max_bytes=self.max_dataset_mb * 2**20,
+            max_inflate_ratio=self.max_inflate_ratio,
+            max_elements=self.max_elements,
+            max_items=self.max_sequence_items,
+            max_depth=self.max_sequence_depth,
+        )
 
     @property
     def storage(self) -> Path:

@@ -97,9 +97,7 @@ def test_flag_writes_the_report_with_a_prominent_statement_and_coded_item(
         "WARNING: OUTSIDE THE MODEL'S VALIDATED INPUT DOMAIN"
     )
     report = result.reports[0].report
-    assert (
-        section_text(items["Findings"]) == report.findings and report.token_ids
-    )  # the findings are there
+    assert section_text(items["Findings"]) == report.findings and report.token_ids  # the findings are there
     assert [s.CodingSchemeDesignator for s in sr.CodingSchemeIdentificationSequence].count("99UARRN") == 1
     assert len(result.pdfs) == 1
 
