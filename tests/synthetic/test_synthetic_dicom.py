@@ -122,5 +122,10 @@ def test_same_seed_same_bytes(tmp_path):
     assert a.frontal.read_bytes() == b.frontal.read_bytes()
     assert a.lateral.read_bytes() == b.lateral.read_bytes()
     assert a.study_uid == b.study_uid != c.study_uid
+    for syntax in TRANSFER_SYNTAXES:  # compressed files too keep their seeded SOP Instance UID
+        x = write_study(tmp_path / "x", case, seed=1, size=64, transfer_syntax=syntax)
+        first = x.frontal.read_bytes()
+        y = write_study(tmp_path / "y", case, seed=1, size=64, transfer_syntax=syntax)
+        assert y.frontal.read_bytes() == first
     with pytest.raises(ValueError, match="transfer syntax"):
         write_study(tmp_path / "d", case, seed=1, size=96, transfer_syntax="1.2.840.10008.1.2.4.50")

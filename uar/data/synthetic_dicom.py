@@ -327,7 +327,8 @@ def _set_transfer_syntax(ds: Dataset, syntax: UID, stored: np.ndarray) -> None:
         ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
         return
     if syntax in (JPEGLSLossless, JPEG2000Lossless, RLELossless):
-        ds.compress(syntax, stored)
+        # lossless: the instance keeps its seeded SOP Instance UID (pydicom would draw a random one)
+        ds.compress(syntax, stored, generate_instance_uid=False)
         return
     raise ValueError(
         f"unsupported transfer syntax {syntax}; use one of {[str(s) for s in TRANSFER_SYNTAXES]}"
