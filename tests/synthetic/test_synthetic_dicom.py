@@ -13,8 +13,10 @@ from pydicom.uid import JPEGLosslessSV1
 
 from tests.conftest import require_tool
 from uar.data.dicom_pixels import dicom_to_display
-from uar.data.synthetic import render, sample_case
-from uar.data.synthetic_dicom import TRANSFER_SYNTAXES, encode_jpeg_lossless_sv1, to_stored, write_study
+from uar.synthetic.dicom import TRANSFER_SYNTAXES, to_stored, write_study
+from uar.synthetic.jpeg_lossless import encode_jpeg_lossless_sv1
+from uar.synthetic.render import render
+from uar.synthetic.sampling import sample_case
 
 SIZE = 192
 

@@ -30,8 +30,9 @@ import numpy as np
 import pytest
 
 from uar.cli import main
-from uar.data.synthetic import render, sample_case
 from uar.generator import ReportGenerator, default_checkpoint_path
+from uar.synthetic.render import render
+from uar.synthetic.sampling import sample_case
 
 REFERENCE = Path(__file__).with_name("reference.json")
 N, SEED, DICOM_SIZE = 12, 3, 256
