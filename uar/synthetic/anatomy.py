@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from uar.synthetic.case import Case, Side, Zone
+from uar.synthetic.case import AirspaceOpacity, Case, Lesion, RibFracture, Side, Zone
 
 MM_PER_UNIT = 180.0  # one anatomy unit (image half-width at scale 1) is about 18 cm
 SIDES: dict[Side, int] = {"right": -1, "left": 1}  # image x sign of each patient side (frontal)
@@ -53,6 +53,48 @@ def zone_y(lung: Lung, zone: Zone, t: float) -> float:
         "lower": (top + 0.8, lung.diaphragm - lung.dome - 0.02),
     }[zone]
     return bounds[0] + t * (bounds[1] - bounds[0])
+
+
+@dataclass(frozen=True)
+class Heart:
+    """The heart shadow of the frontal view: an ellipse in anatomy units (x, not ``xs``)."""
+
+    width: float  # transverse diameter: cardiothoracic ratio x thoracic width (AP magnified)
+    cx: float
+    cy: float
+    rx: float
+    ry: float
+
+
+def frontal_heart(case: Case, lungs: dict[Side, Lung]) -> Heart:
+    """Where the frontal renderer draws the heart (2/3 of it to the patient's left)."""
+    f = case.findings
+    lw = lungs["right"].cx + lungs["right"].rx
+    width = f.ctr * 2.0 * lw * (1.06 if case.acquisition.projection == "AP" else 1.0)
+    return Heart(
+        width, 0.15 * width, case.anatomy.diaphragm_y - 0.08, width / 2.0, 0.32 + 0.15 * (f.ctr - 0.45)
+    )
+
+
+def opacity_centre(lung: Lung, op: AirspaceOpacity, heart_width: float) -> tuple[float, float]:
+    """Centre ``(xs, y)`` of an airspace opacity on the frontal view; beside the heart, not behind it."""
+    cx = lung.cx
+    if op.zone != "upper":
+        border = (0.65 if op.side == "left" else 0.35) * heart_width  # lateral heart border (xs)
+        cx = min(max(lung.cx, border + 0.8 * op.extent), lung.cx + lung.rx - 0.5 * op.extent)
+    return cx, zone_y(lung, op.zone, 0.5)
+
+
+def lesion_centre(lung: Lung, les: Lesion) -> tuple[float, float]:
+    """Centre ``(xs, y)`` of a nodule or mass on the frontal view."""
+    return 0.14 + les.x * (lung.cx + lung.rx - 0.26), zone_y(lung, les.zone, les.y)
+
+
+def fracture_point(case: Case, lung: Lung, fx: RibFracture) -> tuple[float, float]:
+    """Where the broken posterior rib breaks on the frontal view, ``(xs, y)`` (centre of the callus)."""
+    xb = 0.12 + fx.position * (lung.cx + lung.rx - 0.15)
+    yb = lung.cy - lung.ry - 0.08 - 0.25 * xb + 0.9 * xb**2 + (fx.rib + 0.2) * case.anatomy.rib_spacing
+    return xb, yb
 
 
 def vessel_tree(

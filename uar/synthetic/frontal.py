@@ -10,7 +10,15 @@ import math
 
 import numpy as np
 
-from uar.synthetic.anatomy import MM_PER_UNIT, lung_geometry, vessel_tree, zone_y
+from uar.synthetic.anatomy import (
+    MM_PER_UNIT,
+    fracture_point,
+    frontal_heart,
+    lesion_centre,
+    lung_geometry,
+    opacity_centre,
+    vessel_tree,
+)
 from uar.synthetic.case import Case, Side
 from uar.synthetic.raster import Canvas, bezier, blur, disc, ellipse, lowfreq, smooth
 
@@ -55,12 +63,10 @@ def frontal_attenuation(case: Case, cv: Canvas, rng: np.random.Generator) -> np.
     upper_w = 0.2 if f.mediastinal_widening else 0.1
     med = smooth(upper_w + soft, upper_w - soft, np.abs(x - 0.3 * spine_x)) * smooth(0.1, -0.05, y)
     med = np.maximum(med, disc(x, y, 0.1, -0.3, 0.08 + 0.04 * f.mediastinal_widening, 0.07, 0.03))
-    lw = lungs["right"].cx + lungs["right"].rx
-    heart_w = f.ctr * 2.0 * lw * (1.06 if ap else 1.0)
-    hy = a.diaphragm_y - 0.08
-    heart_ry = 0.32 + 0.15 * (f.ctr - 0.45)
-    heart = disc(x, y, 0.15 * heart_w, hy, heart_w / 2.0, heart_ry, soft)
-    heart_core = smooth(1.0, 0.55, ellipse(x, y, 0.15 * heart_w, hy, heart_w / 2.0, heart_ry)) * heart
+    hg = frontal_heart(case, lungs)
+    heart_w, hy = hg.width, hg.cy
+    heart = disc(x, y, hg.cx, hy, hg.rx, hg.ry, soft)
+    heart_core = smooth(1.0, 0.55, ellipse(x, y, hg.cx, hy, hg.rx, hg.ry)) * heart
     air *= 1.0 - np.maximum(med, 0.75 * heart + 0.25 * heart_core)
     att += 0.08 * heart_core
 
@@ -122,10 +128,7 @@ def frontal_attenuation(case: Case, cv: Canvas, rng: np.random.Generator) -> np.
         lg = lungs[op.side]
         xs = lg.sign * x
         border = (0.65 if op.side == "left" else 0.35) * heart_w  # lateral heart border (xs)
-        cx = lg.cx
-        if op.zone != "upper":  # beside the heart, not hidden behind it
-            cx = min(max(lg.cx, border + 0.8 * op.extent), lg.cx + lg.rx - 0.5 * op.extent)
-        cy = zone_y(lg, op.zone, 0.5)
+        cx, cy = opacity_centre(lg, op, heart_w)
         noise = np.clip(lowfreq(rng, cv.size, 7), -1.5, 1.5)
         e = ellipse(xs, y, cx, cy, op.extent * 1.3, op.extent)
         if op.kind == "consolidation":
@@ -161,8 +164,7 @@ def frontal_attenuation(case: Case, cv: Canvas, rng: np.random.Generator) -> np.
             att += 0.08 * dens
     for les in f.lesions:
         lg = lungs[les.side]
-        cx = 0.14 + les.x * (lg.cx + lg.rx - 0.26)
-        cy = zone_y(lg, les.zone, les.y)
+        cx, cy = lesion_centre(lg, les)
         r = les.diameter_mm / 2.0 / MM_PER_UNIT
         xs = lg.sign * x
         theta = np.arctan2(y - cy, xs - cx)
@@ -210,7 +212,7 @@ def frontal_attenuation(case: Case, cv: Canvas, rng: np.random.Generator) -> np.
         phi = (y + 0.25 * xs - 0.9 * xs**2 - (lg.cy - lg.ry - 0.08)) / a.rib_spacing
         fx = f.fracture
         if fx is not None and fx.side == side:
-            xb = 0.12 + fx.position * (lg.cx + lg.rx - 0.15)
+            xb, yb = fracture_point(case, lg, fx)
             near = np.exp(-(((phi - fx.rib - 0.2) / 0.6) ** 2))
             phi = phi - fx.displacement * near * smooth(xb - 0.004, xb + 0.004, xs)
         k = np.floor(phi)
@@ -221,7 +223,6 @@ def frontal_attenuation(case: Case, cv: Canvas, rng: np.random.Generator) -> np.
         if fx is not None and fx.side == side:
             gap = np.exp(-(((xs - xb) / 0.018) ** 2)) * (np.abs(phi - fx.rib - 0.18) < 0.7)
             rib *= 1.0 - 0.9 * gap
-            yb = lg.cy - lg.ry - 0.08 - 0.25 * xb + 0.9 * xb**2 + (fx.rib + 0.2) * a.rib_spacing
             att += 0.3 * disc(xs, y, xb, yb, 0.045, 0.032, 0.012)  # callus around the break
         att += rib
         d = np.clip(lg.cx + lg.rx + 0.05 - xs, 0.0, None)
