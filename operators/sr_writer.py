@@ -39,8 +39,8 @@ from pydicom.valuerep import validate_value
 
 import uar
 from operators.inference import StudyReport
+from operators.settings import AppSettings
 from operators.study_loader import CXRStudy, uid_tag
-from plugin.settings import AppSettings
 from uar.generator import Report
 
 log = logging.getLogger(__name__)
