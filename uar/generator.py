@@ -23,8 +23,8 @@ import torch
 from uar.checkpoint import Checkpoint, load_checkpoint
 from uar.config import UARConfig
 from uar.data.images import to_tensor
+from uar.decoding import beam_search, greedy
 from uar.eval.labeler import label_report
-from uar.generation import beam_search, greedy
 from uar.modules.attention import int8_decoding
 from uar.report import impression_from_labels
 from uar.text.tokenizer import UNK
