@@ -1,19 +1,17 @@
 """Synthetic chest radiographs with known findings, their reports and DICOM studies (numpy only).
 
-One idea per module; imports run one way, from the case model up to the dataset writer::
+One idea per module; a module imports only modules of lower layers (``tests/app/test_import_graph.py``):
 
-    case           Case, its parts and labels, Region (where a finding is drawn)
-      sampling     sample_case: the prevalence design
-      raster       numpy image tools and the Canvas (anatomy -> pixel mapping)
-      anatomy      lung geometry, zones, vessel trees
-        frontal    attenuation map of the frontal view
-        lateral    attenuation map of the lateral view
-        regions    finding_regions: each finding's drawn region per view, in pixels
-          render   render(case, view): exposure, noise, collimation
-      report       compose_report: findings reports from real sentences (SentenceBank)
-      jpeg_lossless  JPEG Lossless SV1 encoder
-            dicom  write_study: a two-series CR / DX study
-              dataset  write_dataset: the R2Gen layout (``uar data synthetic``)
+====  =====================================================================================
+0     ``case`` (Case, its parts and labels; Region: where a finding is drawn), ``jpeg_lossless``
+1     ``sampling`` (sample_case: the prevalence design), ``raster`` (image tools, Canvas),
+      ``report`` (compose_report: the report composer)
+2     ``anatomy`` (lung geometry, zones, vessel trees, heart and finding centres)
+3     ``frontal``, ``lateral`` (attenuation maps), ``regions`` (finding_regions)
+4     ``render`` (render(case, view): exposure, noise, collimation)
+5     ``dicom`` (write_study: a two-series CR / DX study)
+6     ``dataset`` (write_dataset: the R2Gen layout of ``uar data synthetic``)
+====  =====================================================================================
 
 Import the modules directly (``from uar.synthetic.render import render``); this package imports
 nothing itself. See docs/synthetic-data.md.
