@@ -6,19 +6,26 @@ Example ``node.yaml`` (every key is optional; see docs/node.md)::
     bind: 0.0.0.0
     port: 11112
     sources: [{ae_title: ORTHANC, host: 127.0.0.1}]
-    destinations: [{name: pacs, ae_title: ORTHANC, host: 127.0.0.1, port: 4242}]
+    destinations:
+      - {name: pacs, ae_title: ORTHANC, host: 127.0.0.1, port: 4242}
+      - {name: cloud, type: dicomweb, url: https://dicom.example.org/dicom-web,
+         auth: {type: bearer, token_file: /etc/uar/token}, ca: /etc/uar/ca.pem}
     storage_dir: /var/lib/uar-node
     idle_timeout_s: 5
     model_path: null
+    ood_policy: withhold   # or flag: studies outside the model's validated input domain (docs/ood.md)
 """
 
 from __future__ import annotations
 
+import base64
+import ipaddress
 import re
 import ssl
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -44,12 +51,103 @@ class Source:
 
 @dataclass(frozen=True)
 class Destination:
-    """A C-STORE SCP that receives the node's SRs (MIG "destination")."""
+    """A C-STORE SCP that receives the node's SRs (MIG "destination"); ``type: dimse`` in YAML."""
 
     name: str
     ae_title: str
     host: str
     port: int
+    type: str = "dimse"
+
+
+@dataclass(frozen=True)
+class DicomWebAuth:
+    """HTTP authentication of a DICOMweb destination: ``basic`` (username + password) or ``bearer`` (token).
+
+    Secrets may be given inline or, better, as files (``password_file``, ``token_file``: the first
+    line is read at each request, so a rotated token is picked up without a restart).
+    """
+
+    type: str
+    username: str | None = None
+    password: str | None = None
+    password_file: str | None = None
+    token: str | None = None
+    token_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.type == "basic":
+            if not self.username or (self.password is None) == (self.password_file is None):
+                raise ValueError("auth basic needs username and one of password / password_file")
+        elif self.type == "bearer":
+            if (self.token is None) == (self.token_file is None):
+                raise ValueError("auth bearer needs one of token / token_file")
+        else:
+            raise ValueError(f"auth type must be 'basic' or 'bearer', got {self.type!r}")
+
+    def __repr__(self) -> str:
+        return f"DicomWebAuth(type={self.type!r}, username={self.username!r}, secrets hidden)"
+
+    def header(self) -> str:
+        """The ``Authorization`` header value."""
+
+        def secret(inline: str | None, path: str | None) -> str:
+            if inline is not None:
+                return inline
+            assert path is not None
+            return Path(path).read_text(encoding="utf-8").splitlines()[0].strip()
+
+        if self.type == "bearer":
+            return f"Bearer {secret(self.token, self.token_file)}"
+        pair = f"{self.username}:{secret(self.password, self.password_file)}".encode()
+        return f"Basic {base64.b64encode(pair).decode('ascii')}"
+
+
+@dataclass(frozen=True)
+class DicomWebDestination:
+    """A DICOMweb STOW-RS service (PS3.18 10.5) that receives the node's SRs; ``type: dicomweb`` in YAML.
+
+    ``url`` is the service root (``https://pacs/dicom-web``); the node POSTs to ``{url}/studies``.
+    ``ca``: CA bundle (PEM) that signs the server's certificate (default: the system's trust store).
+    Credentials are only sent over https, or over http to a loopback address.
+    """
+
+    name: str
+    url: str
+    type: str = "dicomweb"
+    auth: DicomWebAuth | None = None
+    ca: str | None = None
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"destination {self.name}: url must be http(s)://host[:port]/path, got {self.url!r}"
+            )
+        if parts.username or parts.password or parts.query or parts.fragment:
+            raise ValueError(f"destination {self.name}: no credentials, query or fragment in url (use auth)")
+        if self.auth is not None and parts.scheme == "http" and not _is_loopback(parts.hostname):
+            raise ValueError(f"destination {self.name}: credentials over plain http; use an https url")
+        if self.ca is not None and parts.scheme != "https":
+            raise ValueError(f"destination {self.name}: ca is only used with an https url")
+
+    @property
+    def stow_url(self) -> str:
+        """``{url}/studies``: the STOW-RS target (the study is named by the instances themselves)."""
+        return self.url.rstrip("/") + "/studies"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """Verifying TLS context (hostname checked) trusting ``ca`` or the system store."""
+        return ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -98,7 +196,8 @@ class NodeConfig:
     retry_delay_s: float = 2.0  # pause before retrying a failed run (times the attempt number)
     model_path: str | None = None  # None = the embedded default model
     app: dict[str, Any] | None = None  # plugin.settings.AppSettings keys (beam_size, write_pdf, ...)
-    destinations: tuple[Destination, ...] = ()
+    ood_policy: str | None = None  # "withhold" | "flag"; None = the app setting (default withhold)
+    destinations: tuple[Destination | DicomWebDestination, ...] = ()
     export_calling_ae: str | None = None  # calling AE for exports; None = ``ae_title``
     export_deadline_s: float = 86400.0  # give up on a delivery after this long
     export_backoff_s: float = 1.0  # first retry delay, doubled per attempt
@@ -119,7 +218,12 @@ class NodeConfig:
         if len(set(names)) != len(names):
             raise ValueError(f"destination names must be unique, got {names}")
         for d in self.destinations:
-            check_ae_title(d.ae_title, f"destinations[{d.name}].ae_title")
+            if isinstance(d, Destination):
+                if d.type != "dimse":
+                    raise ValueError(
+                        f"destination {d.name}: type must be 'dimse' or 'dicomweb', got {d.type!r}"
+                    )
+                check_ae_title(d.ae_title, f"destinations[{d.name}].ae_title")
             if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", d.name):
                 raise ValueError(f"destination name {d.name!r}: use letters, digits, '_', '-', '.'")
         if not 0 <= self.port < 65536 or not 0 <= self.metrics_port < 65536:
@@ -128,6 +232,8 @@ class NodeConfig:
             raise ValueError("idle_timeout_s must be >= 0, study_timeout_s and export_deadline_s > 0")
         if self.workers < 0 or self.max_attempts < 1 or self.max_associations < 1:
             raise ValueError("workers must be >= 0, max_attempts and max_associations >= 1")
+        if self.ood_policy is not None and self.ood_policy not in ("withhold", "flag"):
+            raise ValueError(f"ood_policy must be 'withhold' or 'flag', got {self.ood_policy!r}")
         if self.log_format not in ("json", "kv"):
             raise ValueError(f"log_format must be 'json' or 'kv', got {self.log_format!r}")
 
@@ -135,6 +241,14 @@ class NodeConfig:
     def storage(self) -> Path:
         """``storage_dir`` as a ``Path``."""
         return Path(self.storage_dir)
+
+    @property
+    def app_settings(self) -> dict[str, Any]:
+        """The app's settings mapping: ``app`` with ``ood_policy`` applied when set."""
+        settings = dict(self.app or {})
+        if self.ood_policy is not None:
+            settings["ood_policy"] = self.ood_policy
+        return settings
 
     @property
     def scu_ae_title(self) -> str:
@@ -154,10 +268,24 @@ def _from_mapping(data: dict[str, Any]) -> dict[str, Any]:
             Source(ae_title=s) if isinstance(s, str) else Source(**s) for s in out["sources"] or ()
         )
     if "destinations" in out:
-        out["destinations"] = tuple(Destination(**d) for d in out["destinations"] or ())
+        out["destinations"] = tuple(_destination(d) for d in out["destinations"] or ())
     if out.get("tls") is not None:
         out["tls"] = TLSConfig(**out["tls"])
     return out
+
+
+def _destination(d: Any) -> Destination | DicomWebDestination:
+    """A ``destinations`` entry: ``type: dicomweb`` (with ``url``) or DIMSE (``type: dimse`` or absent)."""
+    if isinstance(d, Destination | DicomWebDestination):
+        return d
+    if not isinstance(d, dict):
+        raise ValueError(f"a destination must be a mapping, got {type(d).__name__}")
+    if d.get("type", "dimse") == "dicomweb":
+        d = dict(d)
+        if isinstance(d.get("auth"), dict):
+            d["auth"] = DicomWebAuth(**d["auth"])
+        return DicomWebDestination(**d)
+    return Destination(**d)
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> NodeConfig:

@@ -24,7 +24,7 @@ from plugin.node.config import NodeConfig
 from plugin.node.exporter import Exporter
 from plugin.node.log import event
 from plugin.node.metrics import Labels, Metrics, MetricsServer
-from plugin.node.queue import JobQueue
+from plugin.node.queue import INPUT_DOMAIN_EVENT, JobQueue
 from plugin.node.scp import StorageSCP
 from plugin.node.store import InstanceStore, make_dirs
 from plugin.node.worker import WorkerPool, WorkerResult
@@ -42,7 +42,9 @@ class NodeService:
         self.queue = JobQueue(self.store.db_path)
         self.metrics = Metrics(gauge_fn=self._gauges)
         self.scp = StorageSCP(cfg, self.store, self.queue, self.metrics)
-        self.pool = WorkerPool(cfg.workers, cfg.model_path, cfg.app, cfg.log_format, cfg.study_timeout_s)
+        self.pool = WorkerPool(
+            cfg.workers, cfg.model_path, cfg.app_settings, cfg.log_format, cfg.study_timeout_s
+        )
         self.exporters = [Exporter(cfg, d, self.queue, self.metrics) for d in cfg.destinations]
         self.metrics_server = (
             MetricsServer(self.metrics, cfg.metrics_bind, cfg.metrics_port) if cfg.metrics_port else None
@@ -148,6 +150,7 @@ class NodeService:
         outbox = self._outbox.pop(job.study_id, self.store.root / "outbox" / job.key / job.run)
         if r.kind == "ok":
             self.metrics.observe("uar_node_app_seconds", r.seconds)
+            self._record_verdicts(job.study_id, r.verdicts)
         if r.kind == "ok" and r.srs:
             files = [("sr", p) for p in r.srs] + [("pdf", p) for p in r.pdfs]
             try:
@@ -183,6 +186,14 @@ class NodeService:
         else:
             self._failed(r, r.reason or r.kind)
         self.store.clean_work(job.key, job.run)
+
+    def _record_verdicts(self, study_id: int, verdicts: list[str]) -> None:
+        """Count the run's input-domain verdicts (metrics) and keep them in the study's history."""
+        for verdict in verdicts:
+            self.metrics.inc("uar_node_studies_by_input_domain_total", verdict=verdict)
+            self.queue.add_event(study_id, INPUT_DOMAIN_EVENT, verdict)
+        if any(v == "out_of_domain" for v in verdicts):
+            event("study_out_of_domain", logging.WARNING, study_id=study_id)
 
     def _failed(self, r: WorkerResult, reason: str) -> None:
         job = r.job

@@ -57,7 +57,8 @@ def worker_main(
     """Body of a worker process: load the generator once, then run ``run_app`` per received job.
 
     Messages to the parent: ``("ready", pid)``, ``("fatal", reason)``, ``("ok", study_id, srs,
-    pdfs, rejections, seconds)``, ``("error", study_id, reason, seconds)``. A ``None`` job ends it.
+    pdfs, rejections, seconds, verdicts)`` (``verdicts``: the input-domain verdict of each study the
+    model read), ``("error", study_id, reason, seconds)``. A ``None`` job ends it.
     """
     setup_logging(log_format)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when workers stop
@@ -95,6 +96,7 @@ def worker_main(
                 [str(p) for p in getattr(result, "pdfs", [])],
                 rejections,
                 time.monotonic() - t0,
+                list(getattr(result, "verdicts", [])),
             )
         except Exception as exc:
             msg = ("error", study_id, _reason(exc), time.monotonic() - t0)
@@ -113,6 +115,7 @@ class WorkerResult:
     rejections: list[str] = field(default_factory=list)
     reason: str = ""
     seconds: float = 0.0
+    verdicts: list[str] = field(default_factory=list)  # input-domain verdicts (uar.ood)
 
 
 @dataclass
@@ -213,10 +216,17 @@ class WorkerPool:
         if job is None or job.study_id != msg[1]:
             return []
         if kind == "ok":
-            _, _, srs, pdfs, rejections, seconds = msg
+            _, _, srs, pdfs, rejections, seconds, verdicts = msg
             return [
                 WorkerResult(
-                    job, "ok", [Path(p) for p in srs], [Path(p) for p in pdfs], rejections, "", seconds
+                    job,
+                    "ok",
+                    [Path(p) for p in srs],
+                    [Path(p) for p in pdfs],
+                    rejections,
+                    "",
+                    seconds,
+                    list(verdicts),
                 )
             ]
         return [WorkerResult(job, "error", reason=msg[2], seconds=msg[3])]
