@@ -1,6 +1,6 @@
 """Wall time of one app run per study against the model's time alone: the application's overhead.
 
-For each synthetic two-series study (uar.data.synthetic_dicom, transfer syntaxes cycling through
+For each synthetic two-series study (uar.synthetic.dicom, transfer syntaxes cycling through
 the generator's list) it measures, after warm-up and with one already loaded generator:
 
 - ``app``: ``plugin.runner.run_app`` wall time (graph build, DICOM read + decode, view selection,
@@ -33,9 +33,9 @@ from operators.study_loader import CXRStudy, load_studies
 from plugin.runner import run_app
 from plugin.settings import AppSettings
 from tests.helpers.tiny import make_tiny_checkpoint
-from uar.data.synthetic import sample_case
-from uar.data.synthetic_dicom import TRANSFER_SYNTAXES, write_study
 from uar.generator import default_checkpoint_path
+from uar.synthetic.dicom import TRANSFER_SYNTAXES, write_study
+from uar.synthetic.sampling import sample_case
 
 
 def main() -> None:

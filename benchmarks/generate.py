@@ -34,7 +34,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from uar.config import UARConfig, preset
-from uar.generation import beam_search
+from uar.decoding import beam_search
 from uar.generator import ReportGenerator
 from uar.model import UAR
 from uar.modules.attention import int8_decoding

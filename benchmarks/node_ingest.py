@@ -33,8 +33,8 @@ from pydicom.uid import ExplicitVRLittleEndian
 from plugin.node.config import Destination, NodeConfig, Source
 from plugin.node.scp import echo
 from plugin.node.service import NodeService
-from uar.data.synthetic import sample_case
-from uar.data.synthetic_dicom import write_study
+from uar.synthetic.dicom import write_study
+from uar.synthetic.sampling import sample_case
 
 
 def free_port() -> int:

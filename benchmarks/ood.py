@@ -58,10 +58,10 @@ def load_split(data: Path, split: str, limit: int | None = None) -> Studies:
 
 def synthetic_dicom_studies(n: int, seed: int = 2) -> Studies:
     """``n`` held-out synthetic cases (``default_rng([seed, i])``, as ``uar data synthetic``) written as
-    two-series DICOM studies (512 px, :func:`uar.data.synthetic_dicom.write_study`) and read back
+    two-series DICOM studies (512 px, :func:`uar.synthetic.dicom.write_study`) and read back
     through the app's study loader: the path a synthetic study sent to the node takes."""
-    from uar.data.synthetic import sample_case
-    from uar.data.synthetic_dicom import write_study
+    from uar.synthetic.dicom import write_study
+    from uar.synthetic.sampling import sample_case
 
     out: Studies = []
     with tempfile.TemporaryDirectory() as tmp:

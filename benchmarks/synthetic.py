@@ -20,9 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from uar.data.report_composer import SentenceBank, compose_report
-from uar.data.synthetic import render, sample_case, write_dataset
-from uar.data.synthetic_dicom import TRANSFER_SYNTAXES, write_study
+from uar.synthetic.dataset import write_dataset
+from uar.synthetic.dicom import TRANSFER_SYNTAXES, write_study
+from uar.synthetic.render import render
+from uar.synthetic.report import SentenceBank, compose_report
+from uar.synthetic.sampling import sample_case
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "iu_xray" / "annotation.json"
 

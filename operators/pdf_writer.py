@@ -29,9 +29,9 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
 import uar
 from operators.inference import StudyReport
+from operators.settings import AppSettings
 from operators.sr_writer import UTF8, WrittenInstance, evidence_header, summary_text
 from operators.study_loader import CXRStudy, uid_tag
-from plugin.settings import AppSettings
 from uar.generator import Report
 
 log = logging.getLogger(__name__)

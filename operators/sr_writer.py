@@ -57,8 +57,8 @@ from pydicom.valuerep import validate_value
 
 import uar
 from operators.inference import StudyReport
+from operators.settings import AppSettings
 from operators.study_loader import CXRStudy, Rejection, quiet_pydicom, uid_tag, write_rejection
-from plugin.settings import AppSettings
 from uar.generator import Report
 
 log = logging.getLogger(__name__)

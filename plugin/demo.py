@@ -82,9 +82,9 @@ def _wait_for_sr(node: NodeService, pacs_dir: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns the exit code."""
-    from uar.data.synthetic import sample_case
-    from uar.data.synthetic_dicom import write_study
     from uar.generator import ReportGenerator, default_checkpoint_path
+    from uar.synthetic.dicom import write_study
+    from uar.synthetic.sampling import sample_case
 
     parser = argparse.ArgumentParser(prog="python -m plugin.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="checkpoint to use instead of the embedded default model")

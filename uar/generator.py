@@ -28,8 +28,8 @@ import torch
 from uar.checkpoint import Checkpoint, load_checkpoint
 from uar.config import UARConfig
 from uar.data.images import to_tensor
+from uar.decoding import beam_search, greedy
 from uar.eval.labeler import OBSERVATIONS, label_report, label_sentence
-from uar.generation import beam_search, greedy
 from uar.modules.attention import int8_decoding
 from uar.ood import DomainVerdict, pool_views
 from uar.report import impression_from_labels

@@ -2,7 +2,7 @@
 
 uar-paper.md §2 and §3: ``forward`` returns the training losses of one batch (L_CE, L_Global, L_Mask
 and their weighted sum); ``encode`` / ``init_decoding`` / ``decode_step`` are the inference API used by
-:mod:`uar.generation`. Every ablation of Tables 2-4 is a switch of :class:`uar.config.UARConfig`.
+:mod:`uar.decoding`. Every ablation of Tables 2-4 is a switch of :class:`uar.config.UARConfig`.
 """
 
 from __future__ import annotations

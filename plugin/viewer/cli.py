@@ -55,8 +55,8 @@ def _demo_study(folder: Path) -> list[Path]:
     import pydicom
     from pydicom.uid import ExplicitVRLittleEndian
 
-    from uar.data.synthetic import sample_case
-    from uar.data.synthetic_dicom import write_study
+    from uar.synthetic.dicom import write_study
+    from uar.synthetic.sampling import sample_case
 
     case = sample_case(np.random.default_rng(DEMO_SEED))
     study = write_study(folder, case, DEMO_SEED, transfer_syntax=ExplicitVRLittleEndian)

@@ -1,4 +1,4 @@
-"""The app on synthetic two-series studies (uar.data.synthetic_dicom): frontal and lateral series of
+"""The app on synthetic two-series studies (uar.synthetic.dicom): frontal and lateral series of
 one study in every transfer syntax the generator writes; view tags removed; lateral only."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import pytest
 from operators.study_loader import CXRStudy, Rejection, load_studies
 from plugin.runner import run_app
 from tests.conftest import require_tool
-from uar.data.synthetic import sample_case
-from uar.data.synthetic_dicom import TRANSFER_SYNTAXES, StudyFiles, write_study
 from uar.generator import ReportGenerator
+from uar.synthetic.dicom import TRANSFER_SYNTAXES, StudyFiles, write_study
+from uar.synthetic.sampling import sample_case
 
 VIEW_TAGS = (
     "ViewPosition",

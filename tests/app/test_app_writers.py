@@ -12,10 +12,10 @@ from pydicom.uid import generate_uid
 
 from operators.inference import StudyReport
 from operators.pdf_writer import write_pdf
+from operators.settings import AppSettings
 from operators.sr_writer import build_sr, device_observer_uid, section_text, statements, write_sr
 from operators.study_loader import CXRStudy, load_studies
 from plugin.runner import run_app
-from plugin.settings import AppSettings
 from tests.app.conftest import SMALL_CHEST_FILE, derived_instance, two_series_study
 from tests.conftest import require_tool
 from uar.generator import Report, ReportGenerator

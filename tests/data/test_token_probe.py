@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from uar.data.synthetic import write_dataset
+from uar.synthetic.dataset import write_dataset
 from uar.visual.semantic import SemanticConfig, SemanticTokenizer
 from uar.visual.train import save_visual_tokenizer
 from uar.visual.vqvae import VisualTokenizer, VQConfig

@@ -17,6 +17,7 @@ from tests.helpers.tiny import make_tiny_checkpoint
 from uar.cli import evaluate as evaluate_cli
 from uar.eval.evaluate import evaluate_checkpoint
 from uar.eval.labeler import OBSERVATIONS
+from uar.generator import ReportGenerator, default_checkpoint_path
 
 # (IU-Xray test id, hand-written labels of its report); unlisted observations are None.
 STUDIES: tuple[tuple[str, dict[str, int]], ...] = (
@@ -180,3 +181,17 @@ def test_r2gen_references_go_through_the_vocabulary(tiny_dataset: Path, tmp_path
     # one generation pass scored both ways gives the same numbers as the separate quirk run
     assert clean["nlg_r2gen_references"]["bleu_4"] == pytest.approx(quirk["bleu_4"])
     assert clean["nlg_r2gen_references"]["cider"] == pytest.approx(quirk["cider"])
+
+
+def test_uar_evaluate_defaults_to_the_embedded_model(tiny_dataset: Path, tmp_path: Path) -> None:
+    """Like ``uar generate``, ``uar evaluate`` without ``--checkpoint`` evaluates the embedded model."""
+    out = tmp_path / "embedded.json"
+    parser = argparse.ArgumentParser(prog="uar")
+    evaluate_cli.register(parser.add_subparsers(dest="command", required=True))
+    argv = ["evaluate", "--data", str(tiny_dataset), "--out", str(out), "--beam", "1"]
+    args = parser.parse_args([*argv, "--max-studies", "2", "--no-meteor"])
+    assert args.checkpoint is None
+    assert args.func(args) == 0
+    result = json.loads(out.read_text())
+    assert result["checkpoint"] == str(default_checkpoint_path())
+    assert result["model_name"] == ReportGenerator.load().name and result["n"] == 2

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from tests.helpers.tiny import make_tiny_checkpoint
-from uar.data.synthetic import write_dataset
+from uar.synthetic.dataset import write_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 

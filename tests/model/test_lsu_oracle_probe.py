@@ -10,8 +10,8 @@ from pathlib import Path
 
 from tests.helpers.tiny import tiny_config, tiny_text_tokenizer
 from uar.checkpoint import save_checkpoint
-from uar.data.synthetic import write_dataset
 from uar.model import UAR
+from uar.synthetic.dataset import write_dataset
 from uar.visual.vqvae import VisualTokenizer, VQConfig
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from tests.helpers.tiny import make_tiny_checkpoint, tiny_config, tiny_text_tokenizer
 from uar.checkpoint import METADATA_KEYS, load_checkpoint, save_checkpoint
 from uar.config import TrainConfig
-from uar.generation import beam_search
+from uar.decoding import beam_search
 from uar.model import UAR
 from uar.visual.vqvae import VisualTokenizer, VQConfig
 

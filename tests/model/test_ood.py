@@ -190,7 +190,8 @@ def test_cli_calibrate_generate_and_export(
 
 def test_the_embedded_default_model_flags_a_real_radiograph_not_a_synthetic_study(shared_data: Path) -> None:
     from uar.data.images import load_image
-    from uar.data.synthetic import render, sample_case
+    from uar.synthetic.render import render
+    from uar.synthetic.sampling import sample_case
 
     generator = ReportGenerator.load(None)
     assert generator.input_check is not None and generator.input_check.percentile == 99.0

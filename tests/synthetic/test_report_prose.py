@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from uar.data import synthetic as S
-from uar.data.report_composer import SentenceBank, compose_report, reads_as_prose, split_report
 from uar.eval.labeler import label_sentence
+from uar.synthetic.report import SentenceBank, compose_report, reads_as_prose, split_report
+from uar.synthetic.sampling import sample_case
 
 DOUBLED = re.compile(r"\b(\w+)\s+\1\b", re.IGNORECASE)
 
@@ -55,5 +55,5 @@ def test_thousand_composed_reports_read_as_prose(shared_data: Path) -> None:
     bank = SentenceBank.from_annotation(shared_data / "iu_xray" / "annotation.json", "train")
     test_bank = SentenceBank.from_annotation(shared_data / "iu_xray" / "annotation.json", "test")
     for i in range(1000):
-        case = S.sample_case(np.random.default_rng([11, i]))
+        case = sample_case(np.random.default_rng([11, i]))
         assert_prose(compose_report(case, bank if i % 2 else test_bank, np.random.default_rng([11, i, 1])))

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from uar.cli import main
-from uar.data.synthetic import write_dataset
 from uar.eval.labeler import OBSERVATIONS, label_report
+from uar.synthetic.dataset import write_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,8 +13,10 @@ from pydicom.uid import JPEGLosslessSV1
 
 from tests.conftest import require_tool
 from uar.data.dicom_pixels import dicom_to_display
-from uar.data.synthetic import render, sample_case
-from uar.data.synthetic_dicom import TRANSFER_SYNTAXES, encode_jpeg_lossless_sv1, to_stored, write_study
+from uar.synthetic.dicom import TRANSFER_SYNTAXES, to_stored, write_study
+from uar.synthetic.jpeg_lossless import encode_jpeg_lossless_sv1
+from uar.synthetic.render import render
+from uar.synthetic.sampling import sample_case
 
 SIZE = 192
 
@@ -122,5 +124,10 @@ def test_same_seed_same_bytes(tmp_path):
     assert a.frontal.read_bytes() == b.frontal.read_bytes()
     assert a.lateral.read_bytes() == b.lateral.read_bytes()
     assert a.study_uid == b.study_uid != c.study_uid
+    for syntax in TRANSFER_SYNTAXES:  # compressed files too keep their seeded SOP Instance UID
+        x = write_study(tmp_path / "x", case, seed=1, size=64, transfer_syntax=syntax)
+        first = x.frontal.read_bytes()
+        y = write_study(tmp_path / "y", case, seed=1, size=64, transfer_syntax=syntax)
+        assert y.frontal.read_bytes() == first
     with pytest.raises(ValueError, match="transfer syntax"):
         write_study(tmp_path / "d", case, seed=1, size=96, transfer_syntax="1.2.840.10008.1.2.4.50")

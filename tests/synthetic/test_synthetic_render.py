@@ -8,13 +8,15 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from uar.data import synthetic as S
 from uar.eval.labeler import OBSERVATIONS
+from uar.synthetic.case import AirspaceOpacity, Case, Devices, Effusion, Findings, Lesion, Pneumothorax, Side
+from uar.synthetic.render import render
+from uar.synthetic.sampling import sample_case
 
 
-def _case(findings: S.Findings, seed: int = 4) -> S.Case:
+def _case(findings: Findings, seed: int = 4) -> Case:
     """A fixed patient and a neutral acquisition (no rotation, shift or collimation)."""
-    base = S.sample_case(np.random.default_rng(seed))
+    base = sample_case(np.random.default_rng(seed))
     acq = dataclasses.replace(
         base.acquisition, rotation_deg=0.0, shift=(0.0, 0.0), scale=0.95, collimation=(-1.0, -1.0, 1.0, 1.0)
     )
@@ -26,7 +28,7 @@ def _px(v: float, size: int) -> int:
     return int(round((0.95 * v + 1.0) * size / 2.0))
 
 
-def _mean(img: np.ndarray, side: S.Side, xs: tuple[float, float], ys: tuple[float, float]) -> float:
+def _mean(img: np.ndarray, side: Side, xs: tuple[float, float], ys: tuple[float, float]) -> float:
     """Mean of a frontal-view box given in lateral distance ``xs`` of one side and heights ``ys``."""
     size = img.shape[0]
     cols = (-xs[1], -xs[0]) if side == "right" else xs
@@ -34,22 +36,22 @@ def _mean(img: np.ndarray, side: S.Side, xs: tuple[float, float], ys: tuple[floa
 
 
 def test_same_seed_same_pixels_and_views_differ():
-    a = S.sample_case(np.random.default_rng(11))
-    b = S.sample_case(np.random.default_rng(11))
+    a = sample_case(np.random.default_rng(11))
+    b = sample_case(np.random.default_rng(11))
     assert a == b
     for view in ("frontal", "lateral"):
-        x, y = S.render(a, view, size=128), S.render(b, view, size=128)
+        x, y = render(a, view, size=128), render(b, view, size=128)
         assert x.dtype == np.float32 and x.shape == (128, 128)
         assert x.tobytes() == y.tobytes()
         assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
-    assert not np.array_equal(S.render(a, "frontal", size=128), S.render(a, "lateral", size=128))
-    c = S.sample_case(np.random.default_rng(12))
-    assert not np.array_equal(S.render(a, "frontal", size=128), S.render(c, "frontal", size=128))
+    assert not np.array_equal(render(a, "frontal", size=128), render(a, "lateral", size=128))
+    c = sample_case(np.random.default_rng(12))
+    assert not np.array_equal(render(a, "frontal", size=128), render(c, "frontal", size=128))
 
 
 def test_radiograph_contrast_lungs_dark_body_bright():
-    case = _case(S.Findings())
-    img = S.render(case, "frontal", size=256)
+    case = _case(Findings())
+    img = render(case, "frontal", size=256)
     lung = _mean(img, "right", (0.3, 0.55), (-0.4, 0.1))
     mediastinum = _mean(img, "left", (0.0, 0.05), (-0.3, 0.0))
     outside = _mean(img, "left", (0.55, 0.7), (-1.0, -0.95))  # beside the neck
@@ -59,10 +61,10 @@ def test_radiograph_contrast_lungs_dark_body_bright():
 
 def test_labels_have_the_14_observations_and_follow_findings():
     case = _case(
-        S.Findings(
+        Findings(
             ctr=0.64,
-            effusions=(S.Effusion("left", 2),),
-            devices=S.Devices(pacemaker=True),
+            effusions=(Effusion("left", 2),),
+            devices=Devices(pacemaker=True),
         )
     )
     case = dataclasses.replace(case, negatives=("Pneumothorax", "Cardiomegaly"))
@@ -72,7 +74,7 @@ def test_labels_have_the_14_observations_and_follow_findings():
     assert labels["Pleural Effusion"] == 1 and labels["Support Devices"] == 1
     assert labels["Pneumothorax"] == 0
     assert labels["No Finding"] is None and labels["Edema"] is None
-    normal = dataclasses.replace(case, findings=S.Findings(devices=S.Devices(et_tube=True)), negatives=())
+    normal = dataclasses.replace(case, findings=Findings(devices=Devices(et_tube=True)), negatives=())
     assert normal.labels["No Finding"] == 1 and normal.labels["Support Devices"] == 1
 
 
@@ -82,7 +84,7 @@ def test_prevalence_design():
     counts: Counter[str] = Counter()
     normal = 0
     for _ in range(n):
-        labels = S.sample_case(rng).labels
+        labels = sample_case(rng).labels
         counts.update(k for k, v in labels.items() if v == 1)
         normal += all(v != 1 for k, v in labels.items() if k != "No Finding")
     assert 0.25 <= normal / n <= 0.40
@@ -94,18 +96,18 @@ def test_prevalence_design():
 @pytest.mark.parametrize(
     ("findings", "side", "xs", "ys", "sign"),
     [
-        (S.Findings(effusions=(S.Effusion("right", 2),)), "right", (0.3, 0.6), (0.05, 0.3), 1),
-        (S.Findings(pneumothorax=S.Pneumothorax("left", 0.35)), "left", (0.55, 0.7), (-0.5, 0.0), -1),
+        (Findings(effusions=(Effusion("right", 2),)), "right", (0.3, 0.6), (0.05, 0.3), 1),
+        (Findings(pneumothorax=Pneumothorax("left", 0.35)), "left", (0.55, 0.7), (-0.5, 0.0), -1),
         (
-            S.Findings(opacities=(S.AirspaceOpacity("consolidation", "right", "lower", 0.18),)),
+            Findings(opacities=(AirspaceOpacity("consolidation", "right", "lower", 0.18),)),
             "right",
             (0.25, 0.5),
             (0.05, 0.25),
             1,
         ),
-        (S.Findings(edema=2), "left", (0.25, 0.45), (-0.2, 0.2), 1),
+        (Findings(edema=2), "left", (0.25, 0.45), (-0.2, 0.2), 1),
         (
-            S.Findings(lesions=(S.Lesion("right", "upper", 0.5, 0.5, 0.5, 40.0),)),
+            Findings(lesions=(Lesion("right", "upper", 0.5, 0.5, 0.5, 40.0),)),
             "right",
             (0.3, 0.6),
             (-0.7, -0.2),
@@ -115,29 +117,29 @@ def test_prevalence_design():
 )
 def test_findings_change_their_lung_region(findings, side, xs, ys, sign):
     """Fluid, airspace disease and masses brighten their region, pneumothorax darkens it (112 px)."""
-    normal = _case(S.Findings())
+    normal = _case(Findings())
     sick = dataclasses.replace(normal, findings=findings)
-    delta = _mean(S.render(sick, "frontal", size=112), side, xs, ys) - _mean(
-        S.render(normal, "frontal", size=112), side, xs, ys
+    delta = _mean(render(sick, "frontal", size=112), side, xs, ys) - _mean(
+        render(normal, "frontal", size=112), side, xs, ys
     )
     assert sign * delta > 0.02, delta
 
 
 def test_cardiomegaly_widens_the_heart():
     """The left heart border moves out: the lung beside a normal heart turns heart-bright."""
-    small = _case(S.Findings(ctr=0.44))
-    big = dataclasses.replace(small, findings=S.Findings(ctr=0.66))
+    small = _case(Findings(ctr=0.44))
+    big = dataclasses.replace(small, findings=Findings(ctr=0.66))
     heart_level = (small.anatomy.diaphragm_y - 0.2, small.anatomy.diaphragm_y - 0.05)
     region = ("left", (0.38, 0.48), heart_level)
-    delta = _mean(S.render(big, "frontal", size=112), *region) - _mean(
-        S.render(small, "frontal", size=112), *region
+    delta = _mean(render(big, "frontal", size=112), *region) - _mean(
+        render(small, "frontal", size=112), *region
     )
     assert delta > 0.1, delta
 
 
 def test_render_rejects_bad_arguments():
-    case = _case(S.Findings())
+    case = _case(Findings())
     with pytest.raises(ValueError, match="view"):
-        S.render(case, "oblique", size=64)  # type: ignore[arg-type]
+        render(case, "oblique", size=64)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="size"):
-        S.render(case, "frontal", size=8)
+        render(case, "frontal", size=8)

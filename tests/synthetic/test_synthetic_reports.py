@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from uar.data import synthetic as S
-from uar.data.report_composer import SECTION, SentenceBank, compose_report, fallback_bank, split_report
 from uar.eval.labeler import label_report, label_sentence
+from uar.synthetic.case import Case, Devices, Effusion, Findings, Lesion, RibFracture
+from uar.synthetic.report import SECTION, SentenceBank, compose_report, fallback_bank, split_report
+from uar.synthetic.sampling import sample_case
 
 
 @pytest.fixture(scope="module")
@@ -18,8 +19,8 @@ def iu_annotation(shared_data: Path) -> Path:
     return shared_data / "iu_xray" / "annotation.json"
 
 
-def _cases(n: int, seed: int) -> list[S.Case]:
-    return [S.sample_case(np.random.default_rng([seed, i])) for i in range(n)]
+def _cases(n: int, seed: int) -> list[Case]:
+    return [sample_case(np.random.default_rng([seed, i])) for i in range(n)]
 
 
 @pytest.mark.parametrize("split", ["train", "test"])
@@ -54,16 +55,16 @@ def test_test_cases_use_only_test_split_or_fallback_sentences(iu_annotation):
 
 
 def test_sentence_order_heart_lungs_pleura_bones_devices():
-    case = S.Case(
+    case = Case(
         seed=1,
-        anatomy=S.sample_case(np.random.default_rng(0)).anatomy,
-        acquisition=S.sample_case(np.random.default_rng(0)).acquisition,
-        findings=S.Findings(
+        anatomy=sample_case(np.random.default_rng(0)).anatomy,
+        acquisition=sample_case(np.random.default_rng(0)).acquisition,
+        findings=Findings(
             ctr=0.6,
-            effusions=(S.Effusion("right", 1),),
-            lesions=(S.Lesion("left", "upper", 0.5, 0.5, 0.5, 20.0),),
-            fracture=S.RibFracture("left", 5, 0.7, 0.4),
-            devices=S.Devices(pacemaker=True),
+            effusions=(Effusion("right", 1),),
+            lesions=(Lesion("left", "upper", 0.5, 0.5, 0.5, 20.0),),
+            fracture=RibFracture("left", 5, 0.7, 0.4),
+            devices=Devices(pacemaker=True),
         ),
         negatives=("Pneumothorax",),
     )

@@ -13,7 +13,8 @@ FILL = """
 import resource, sys
 import numpy as np, torch
 from uar.data.r2gen import VisualTokenCache
-from uar.data.synthetic import render, sample_case
+from uar.synthetic.render import render
+from uar.synthetic.sampling import sample_case
 from uar.heap import fix_mmap_threshold
 from uar.visual.vqvae import VisualTokenizer, VQConfig
 

@@ -11,7 +11,7 @@ import torch
 
 from tests.train.conftest import tiny_model_cfg, tiny_train_cfg, write_r2gen_dataset
 from uar.checkpoint import load_checkpoint
-from uar.generation import beam_search, greedy
+from uar.decoding import beam_search, greedy
 from uar.train import train
 from uar.train.data import batch_inputs, collate, make_dataset
 

@@ -10,7 +10,7 @@ import torch
 from tests.train.conftest import IMAGE_SIZE, tiny_model_cfg, tiny_train_cfg
 from uar.checkpoint import load_checkpoint
 from uar.config import preset
-from uar.generation import greedy
+from uar.decoding import greedy
 from uar.train import train
 from uar.train.data import batch_inputs, collate, make_dataset
 

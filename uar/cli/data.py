@@ -20,7 +20,7 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-from uar.data.synthetic import write_dataset
+from uar.synthetic.dataset import write_dataset
 
 log = logging.getLogger(__name__)
 

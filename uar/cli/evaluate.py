@@ -7,6 +7,7 @@ Examples::
     uar evaluate --checkpoint uar.safetensors --compare base.safetensors no-tir.safetensors \\
         --data data/iu_xray --out ablation.json
 
+Without ``--checkpoint`` the embedded default model is evaluated, as ``uar generate`` uses it.
 Writes RESULT.json (keys in docs/evaluation.md; with ``--compare`` the other checkpoints' results are
 under ``"compare"``) and prints a Markdown table beside the paper's reference rows, the per-observation
 CE table and sanity figures.
@@ -27,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="BLEU/METEOR/ROUGE-L/CIDEr, CE and retrieval of checkpoints on a dataset split",
         description="Evaluate checkpoints on an R2Gen-format dataset split (see docs/evaluation.md).",
     )
-    p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint (.safetensors) to evaluate")
+    p.add_argument("--checkpoint", type=Path, help="checkpoint to evaluate (default: embedded model)")
     p.add_argument("--data", required=True, type=Path, help="dataset root (annotation.json + images)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--out", required=True, type=Path, help="result JSON file to write")

@@ -27,14 +27,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from uar.checkpoint import Checkpoint, load_checkpoint
+from uar.checkpoint import Checkpoint
 from uar.data.r2gen import R2GenDataset
+from uar.decoding import beam_search, greedy
 from uar.eval.ce import CHEXPERT_5, ce_scores
 from uar.eval.labeler import label_report
 from uar.eval.metrics import nlg_metrics
 from uar.eval.retrieval import retrieval_metrics
-from uar.generation import beam_search, greedy
-from uar.generator import ReportGenerator
+from uar.generator import ReportGenerator, default_checkpoint_path
 from uar.text.tokenizer import TextTokenizer
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def sanity_figures(
 
 @torch.no_grad()
 def evaluate_checkpoint(
-    checkpoint: str | Path,
+    checkpoint: str | Path | None,
     data: str | Path,
     *,
     split: str = "test",
@@ -153,10 +153,11 @@ def evaluate_checkpoint(
     """Generate and score every study of ``split`` of the R2Gen-format dataset at ``data``.
 
     Args:
-        checkpoint: a ``.safetensors`` checkpoint (:func:`uar.checkpoint.load_checkpoint`).
+        checkpoint: a ``.safetensors`` checkpoint (:func:`uar.checkpoint.load_checkpoint`); None: the
+            embedded default model (:func:`uar.generator.default_checkpoint_path`).
         data: dataset root with ``annotation.json`` and the images it names.
         split: ``"train"``, ``"val"`` or ``"test"``.
-        beam_size: beams of :func:`uar.generation.beam_search` (1 = greedy).
+        beam_size: beams of :func:`uar.decoding.beam_search` (1 = greedy).
         r2gen_references: score against ``decode(encode(report))`` as R2Gen did (see module doc).
         max_studies: evaluate only the first N studies (quick runs).
         batch_size: studies per generation batch.
@@ -168,8 +169,9 @@ def evaluate_checkpoint(
 
     Returns the result dict (keys documented in docs/evaluation.md).
     """
-    ckpt = load_checkpoint(checkpoint)
-    gen = ReportGenerator(ckpt)
+    gen = ReportGenerator.load(checkpoint)  # None: the embedded model, or a clear FileNotFoundError
+    ckpt = gen.checkpoint
+    checkpoint = default_checkpoint_path() if checkpoint is None else checkpoint
     tok, cfg, model = ckpt.text_tokenizer, ckpt.cfg, ckpt.model.to(device)
     dataset = R2GenDataset(data, split, tok, n_views=cfg.n_views, image_size=cfg.image_size, train=False)
     n = len(dataset) if max_studies is None else min(len(dataset), max_studies)

@@ -586,8 +586,8 @@ class _Trainer:
         References are the tokenised-then-decoded reports (R2Gen convention: what the model could
         produce at best, with ``<unk>`` and the ``max_len`` cut).
         """
+        from uar.decoding import beam_search
         from uar.eval.metrics import nlg_metrics
-        from uar.generation import beam_search
 
         info, cfg = self.info, self.train_cfg
         shard = Subset(self.val_ds, range(info.rank, len(self.val_ds), info.world_size))

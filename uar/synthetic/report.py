@@ -1,4 +1,4 @@
-"""Compose a findings report for a synthetic case from real report sentences.
+"""The report composer: a findings report for a synthetic case from real report sentences.
 
 A :class:`SentenceBank` holds sentences indexed once by their *label signature*, the output of
 :func:`uar.eval.labeler.label_sentence` without "No Finding" (e.g. ``{"Pleural Effusion": 0,
@@ -21,14 +21,11 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from uar.eval.labeler import label_report, label_sentence
-
-if TYPE_CHECKING:  # synthetic.py imports this module for write_dataset
-    from uar.data.synthetic import Case
+from uar.synthetic.case import Case
 
 FALLBACK_PATH = Path(__file__).with_name("fallback_sentences.txt")
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from uar.config import UARConfig, preset
-from uar.generation import beam_search, greedy, trigram_counts
+from uar.decoding import beam_search, greedy, trigram_counts
 from uar.model import UAR
 from uar.modules.attention import int8_decoding
 from uar.modules.memo import TokenMemo
