@@ -12,9 +12,11 @@ rules are the in-process runner's. What the app wrote is read back from the outp
 The container runs as the node's own user (so it reads the stored instances, mode 0640, and the
 node owns what it writes); a node running as root runs it as the image's ``holoscan`` user
 (:data:`ROOT_NODE_CONTAINER_USER`) with the node's group added and the work folder handed over,
-never as root. It gets no capabilities and no new privileges. Until ``docker image inspect``
-finds the image (or when the daemon cannot be reached) the pool takes no studies and retries every
-:data:`plugin.node.worker.MODEL_RETRY_S` seconds, as a worker whose model cannot load does.
+never as root. It gets no capabilities and no new privileges. A configured ``model_path`` is
+copied once into the pool's own folder, readable by that user, and mounted read-only. Until the
+model is staged and ``docker image inspect`` finds the image (or while the daemon cannot be
+reached) the pool takes no studies and retries every :data:`plugin.node.worker.MODEL_RETRY_S`
+seconds, as a worker whose model cannot load does.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -48,6 +51,7 @@ ROOT_NODE_CONTAINER_USER = (1000, 1000)  # the image's holoscan user (scripts/ma
 TMPFS = "/tmp:rw,nosuid,nodev,size=256m"
 DOCKER_CALL_TIMEOUT_S = 60.0  # image inspect / container removal
 _MAX_REASON = 300  # characters of a failure reason
+_EXCEPTION_RE = re.compile(r"^(?:[\w.]+\.)?\w*(?:Error|Exception|Interrupt|Exit)\b:? .*$", re.M)
 
 
 @dataclass
@@ -74,7 +78,8 @@ class MapPool:
         run_args: tuple[str, ...] = (),
     ) -> None:
         self.image = image
-        self.model_path = Path(model_path).resolve() if model_path else None
+        self.model_source = Path(model_path).resolve() if model_path else None
+        self.model_path: Path | None = None  # the staged copy the containers mount
         self.study_timeout_s = study_timeout_s
         self.run_args = tuple(run_args)
         self.slots = [_MapSlot() for _ in range(n)]
@@ -116,20 +121,47 @@ class MapPool:
             check=False,
         )
 
-    def _check_image(self) -> None:
-        try:
-            proc = self._docker("image", "inspect", "--format", "{{.Id}}", self.image)
-            problem = "" if proc.returncode == 0 else _last_line(proc.stderr) or f"exit {proc.returncode}"
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            problem = f"{type(exc).__name__}: {exc}"
+    def _stage_model(self, source: Path) -> Path:
+        """Copy the configured model into the pool's folder, readable by the container's user.
+
+        The node's own files need not be (a checkpoint written with mode 0600 by root is not
+        readable by the image's user); the copy is made once per pool.
+        """
+        target = self._dir / "model" / source.name
+        if source.is_dir():
+            shutil.copytree(source, target)
+        else:
+            target.parent.mkdir()
+            shutil.copyfile(source, target)
+        for path in [target, *target.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        return target
+
+    def _check_ready(self) -> None:
+        """Stage the model (once) and look the image up; on failure, retry after a pause."""
+        problem = ""
+        if self.model_source is not None and self.model_path is None:
+            try:
+                self.model_path = self._stage_model(self.model_source)
+            except OSError as exc:
+                shutil.rmtree(self._dir / "model", ignore_errors=True)
+                problem = f"model {self.model_source} not usable: {type(exc).__name__}: {exc}"
+        if not problem:
+            try:
+                proc = self._docker("image", "inspect", "--format", "{{.Id}}", self.image)
+                if proc.returncode != 0:
+                    error = _last_line(proc.stderr) or f"exit {proc.returncode}"
+                    problem = f"MAP image {self.image} not available: {error}"
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                problem = f"MAP image {self.image} not available: {type(exc).__name__}: {exc}"
         if not problem:
             self.ready, self.last_fatal = True, None
             event("map_image_ready", image=self.image)
             return
         self.ready = False
-        self.last_fatal = f"MAP image {self.image} not available: {problem}"[:_MAX_REASON]
+        self.last_fatal = problem[:_MAX_REASON]
         self.not_before = time.monotonic() + MODEL_RETRY_S
-        event("map_image_unavailable", logging.ERROR, reason=self.last_fatal, retry_s=MODEL_RETRY_S)
+        event("map_not_ready", logging.ERROR, reason=self.last_fatal, retry_s=MODEL_RETRY_S)
 
     def _remove(self, slot: _MapSlot) -> None:
         """Remove the slot's container (killing it) and reap its ``docker run`` client."""
@@ -191,10 +223,10 @@ class MapPool:
 
     # --- the WorkerPool interface -----------------------------------------------------------------
     def poll(self) -> list[WorkerResult]:
-        """Check the image when needed, collect finished containers, remove overdue ones."""
+        """Check model and image when needed, collect finished containers, remove overdue ones."""
         now = time.monotonic()
         if not self.ready and now >= self.not_before:
-            self._check_image()
+            self._check_ready()
         results: list[WorkerResult] = []
         for slot in self.slots:
             if slot.job is None or slot.proc is None:
@@ -239,13 +271,16 @@ class MapPool:
         return result
 
     def _log_tail(self, slot: _MapSlot) -> str:
-        """Last line the container printed (the app's exception, as the in-process runner reports it)."""
+        """The app's exception (``SomeError: message``, as the in-process runner reports it) from the
+        end of what the container printed, else its last line."""
         if slot.log is None:
             return ""
         slot.log.flush()
         with open(slot.log.name, "rb") as f:
-            f.seek(max(0, os.fstat(f.fileno()).st_size - 4096))
-            return _last_line(f.read().decode("utf-8", "replace"))
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 16384))
+            text = f.read().decode("utf-8", "replace")
+        errors = _EXCEPTION_RE.findall(text)
+        return errors[-1].strip() if errors else _last_line(text)
 
     def idle(self) -> list[int]:
         """Indices of slots that can take a study (none until the image is found)."""

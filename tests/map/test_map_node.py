@@ -18,11 +18,14 @@ import pytest
 from plugin.node.config import NodeConfig, Source
 from plugin.node.map_runner import MapPool
 from plugin.node.service import NodeService
+from plugin.settings import AppSettings
 from tests.conftest import free_port
 from tests.helpers.tiny import make_tiny_checkpoint
 from tests.map.conftest import MapImage
 from tests.node.conftest import NODE_AE, SENDER_AE, RecordingSCP, make_study, storescu, wait_for
 from uar.checkpoint import read_metadata
+
+MANUFACTURER = AppSettings().manufacturer  # of the SR's ContributingEquipmentSequence item
 
 
 def map_node_config(tmp_path: Path, image: MapImage, model: Path, **overrides: object) -> NodeConfig:
@@ -75,13 +78,16 @@ def test_node_runs_each_study_in_a_map_container(
         study_uid, files = make_study(dicom_dir, tmp_path / "study")
         sent = storescu(node.cfg.port, files)
         assert sent.returncode == 0, sent.stderr
-        wait_for(lambda: rec.received, 300, "the SR at the recorder", explain=node.queue.counts)
+        done = wait_for(
+            lambda: rec.received or node.queue.studies(["failed"]), 300, "the SR", explain=node.queue.counts
+        )
+        assert rec.received, done
     finally:
         node.stop()
         rec.stop()
     [sr] = rec.datasets
     assert sr.Modality == "SR" and sr.StudyInstanceUID == study_uid
-    [equipment] = [item for item in sr.ContributingEquipmentSequence if item.ManufacturerModelName]
+    [equipment] = [item for item in sr.ContributingEquipmentSequence if item.Manufacturer == MANUFACTURER]
     assert equipment.ManufacturerModelName == read_metadata(model)["model_name"]  # the mounted model
     assert node.queue.counts()["done"] == 1
     assert node_containers(map_image) == []  # --rm: nothing left behind
