@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests and the demo use as real DICOM peers:
 # dcmtk (storescu/storescp/dcmdump/dsrdump), Orthanc with DICOMweb, dicom3tools (dciodvfy), Java (METEOR),
-# openssl (TLS test certificates), docker.io and debootstrap (building and running the MAP image,
+# openssl (TLS test certificates), docker.io and mmdebstrap (building and running the MAP image,
 # tests/map; the daemon is started on demand by scripts/map-docker.sh).
 # Quick when everything is already present; needs root (or sudo) otherwise.
 set -euo pipefail
@@ -12,7 +12,7 @@ command -v dciodvfy >/dev/null || need+=(dicom3tools)
 command -v java >/dev/null || need+=(default-jre-headless)
 command -v openssl >/dev/null || need+=(openssl)
 command -v dockerd >/dev/null || need+=(docker.io)
-command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

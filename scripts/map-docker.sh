@@ -9,6 +9,8 @@
 #   scripts/map-docker.sh host    # prints the DOCKER_HOST of the private daemon
 #
 # `start` prints "started" or "running" on stderr, so callers stop only a daemon they started.
+# Environment: UAR_MAP_CACHE (default /var/cache/uar-map), UAR_DOCKER_RUN (socket, pid file and
+# exec root, default /run/uar-map-docker).
 set -euo pipefail
 
 CACHE=${UAR_MAP_CACHE:-/var/cache/uar-map}

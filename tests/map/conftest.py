@@ -66,7 +66,7 @@ def docker_env() -> Iterator[dict[str, str]]:
 @pytest.fixture(scope="session")
 def map_image(docker_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> MapImage:
     """``scripts/package-map.sh`` with the default (embedded) model, tagged :data:`MAP_TAG`."""
-    if shutil.which("debootstrap") is None:
+    if shutil.which("mmdebstrap") is None:
         subprocess.run(["bash", str(REPO / "scripts" / "install-system-deps.sh")], check=True)
     stage = tmp_path_factory.mktemp("map")
     env = {

@@ -9,13 +9,12 @@ missing image keeps studies queued.
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from plugin.node.config import NodeConfig, Source
+from plugin.node.config import NodeConfig, Source, load_config, write_config
 from plugin.node.map_runner import MapPool
 from plugin.node.service import NodeService
 from plugin.settings import AppSettings
@@ -127,7 +126,8 @@ def test_missing_map_image_keeps_studies_queued(map_image: MapImage, tmp_path: P
         NodeConfig(runner="map")
     with pytest.raises(ValueError, match="unknown keys"):
         MapPool(1, map_image.tag, None, {"beem_size": 1}, 60.0)
-    assert json.loads(json.dumps(list(NodeConfig(map_run_args=("--cpus", "2")).map_run_args))) == [
-        "--cpus",
-        "2",
-    ]
+    path = tmp_path / "node.yaml"
+    path.write_text("runner: map\nmap_image: uar-report-node-map:0.1.0\nmap_run_args: [--cpus, '2']\n")
+    cfg = load_config(path)
+    assert (cfg.runner, cfg.map_run_args) == ("map", ("--cpus", "2"))
+    assert load_config(write_config(cfg, tmp_path / "again.yaml")) == cfg
