@@ -77,20 +77,21 @@ class MapPool:
         docker_host: str | None = None,
         run_args: tuple[str, ...] = (),
     ) -> None:
+        if app is not None:
+            AppSettings.from_dict(app)  # a typo fails at node start, not once per study
         self.image = image
         self.model_source = Path(model_path).resolve() if model_path else None
         self.model_path: Path | None = None  # the staged copy the containers mount
         self.study_timeout_s = study_timeout_s
         self.run_args = tuple(run_args)
         self.slots = [_MapSlot() for _ in range(n)]
-        self.ready = False  # the image was found
-        self.not_before = 0.0  # earliest next image check
+        self.ready = False  # the model is staged and the image was found
+        self.not_before = 0.0  # earliest next readiness check
         self.last_fatal: str | None = None
         self.env = {**os.environ, **({"DOCKER_HOST": docker_host} if docker_host else {})}
         self._dir = Path(tempfile.mkdtemp(prefix="uar-map-"))  # run logs and the app config
         self._config: Path | None = None
         if app is not None:
-            AppSettings.from_dict(app)  # a typo fails at node start, not once per study
             self._config = self._dir / "app.yaml"
             self._config.write_text(yaml.safe_dump({SETTINGS_KEY: app}), encoding="utf-8")
             self._config.chmod(0o644)
