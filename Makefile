@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup system-deps test test-fast lint demo bench train-default package clean
+.PHONY: setup system-deps test test-fast lint demo viewer bench train-default package clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,11 @@ lint: setup
 
 demo: setup system-deps
 	$(BIN)/python -m plugin.demo
+
+# Orthanc + the node + OHIF on loopback with a demo study routed through the node (docs/viewer.md).
+# VIEWER_ARGS, e.g. "--screenshot viewer.png" or "--port 8080".
+viewer: setup system-deps
+	$(BIN)/python -m plugin.viewer $(VIEWER_ARGS)
 
 bench: setup system-deps
 	$(BIN)/python benchmarks/generate.py

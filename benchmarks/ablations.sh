@@ -21,7 +21,9 @@ source scripts/train-common.sh
 [ -f "$RUN/tokenizer.safetensors" ] || { echo "run scripts/train-default.sh first" >&2; exit 2; }
 
 # 1. every row with the short budget (EPOCHS1 + EPOCHS2_SHORT epochs), then one table
-rows=("uar uar" "base base" "no-lsu no-lsu" "no-cra no-cra" "no-tir no-tir" "single-stage uar --single-stage")
+rows=("uar uar" "base base" "base+lsu base+lsu" "base+integration base+integration" "base+global base+global"
+  "base+cra base+cra" "lsu+cra lsu+cra" "no-lsu no-lsu" "no-cra no-cra" "no-tir no-tir"
+  "single-stage uar --single-stage")
 running=0
 for row in "${rows[@]}"; do
   read -r name preset flags <<< "$row"
@@ -42,7 +44,10 @@ done
   "$UAR" evaluate --checkpoint "${checkpoints[0]}" --compare "${checkpoints[@]:1}" --data "$RUN/test" \
     --split test --out "$RUN/ablations.json"
 
-# 2. the default model's long budget for Base too (the default's own long run: scripts/train-default.sh)
+# 2. the default model's long budget for Base and UAR without LSU too (the default's own long run:
+#    scripts/train-default.sh)
 long_row base base
-"$UAR" evaluate --checkpoint "$RUN/long/no-lsu/final.safetensors" --compare "$RUN/long/base/final.safetensors" \
+long_row no-lsu no-lsu
+"$UAR" evaluate --checkpoint "$RUN/long/uar/final.safetensors" \
+  --compare "$RUN/long/no-lsu/final.safetensors" "$RUN/long/base/final.safetensors" \
   --data "$RUN/test" --split test --out "$RUN/long.json"

@@ -3,19 +3,24 @@
 One run prints, side by side for UAR (LSU visual tokenizer + CRA + TIR) and Base (EfficientNet-Lite0
 CNN, no CRA / TIR), both random-init at the default ``UARConfig()`` size:
 
-- per-study latency: two 112 px views, beam 3, reports forced to 60 tokens (eos blocked), including
-  the visual tokenizer (UAR) or CNN (Base) forward; median over ``--studies`` studies after warm-up,
+- per-study latency: two views, beam 3, reports forced to 60 tokens (eos blocked), including the
+  visual tokenizer (UAR: the semantic tokenizer's frozen EfficientNet-Lite0 trunk on 224 px views, or
+  the pixel VQ-VAE on 112 px views with ``--tokenizer pixel``) or the CNN (Base, 112 px) forward;
+  median over ``--studies`` studies after warm-up,
   ``torch.set_num_threads(--threads)`` (default 2); in fp32 and with int8 decoding
   (``uar.modules.attention.int8_decoding``: int8 weight copies for the decoding steps' products);
   UAR with its memo of aligned word embeddings (``UAR.word_memo``, as a running generator keeps it;
   the warm-up studies start it empty; its hit rate is printed) and with the memo off;
 - FLOPs per study (``torch.utils.flop_counter.FlopCounterMode``: matmuls, convolutions, attention)
   against this machine's measured fp32 matmul GFLOP/s;
-- decoding with the key/value cache against recomputing the whole prefix every step (memo off).
+- decoding with the key/value cache against recomputing the whole prefix every step (memo off);
+- the embedded default model (or ``--checkpoint``) as the application runs it:
+  ``ReportGenerator.generate(frontal, lateral)`` on two 512 x 512 views (resize, visual tokenizer or
+  CNN, beam 3, its own stopping), median over the same number of studies.
 
 Targets (issue 2): <= 0.3 s per study median on 2 cores; cache >= 5x faster than no cache.
 
-Usage: ``python benchmarks/generate.py [--studies 20] [--threads 2]``.
+Usage: ``python benchmarks/generate.py [--studies 20] [--threads 2] [--tokenizer semantic|pixel]``.
 """
 
 from __future__ import annotations
@@ -30,9 +35,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from uar.config import UARConfig, preset
 from uar.generation import beam_search
+from uar.generator import ReportGenerator
 from uar.model import UAR
 from uar.modules.attention import int8_decoding
 from uar.modules.memo import TokenMemo
+from uar.visual.semantic import SemanticConfig, SemanticTokenizer
 from uar.visual.vqvae import VisualTokenizer, VQConfig
 
 TOKENS = 60
@@ -75,18 +82,29 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed studies first (default 3)")
     parser.add_argument("--uncached-studies", type=int, default=5, help="studies for the no-cache timing")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    parser.add_argument(
+        "--tokenizer", choices=("semantic", "pixel"), default="semantic", help="UAR's visual tokenizer"
+    )
+    parser.add_argument("--checkpoint", help="model of the last row (default: the embedded default model)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    cfg = UARConfig()
+    if args.tokenizer == "semantic":
+        tokenizer: torch.nn.Module = SemanticTokenizer(
+            SemanticConfig(codebook_size=UARConfig.visual_vocab_size)
+        )
+        tokenizer.codebook.copy_(torch.nn.functional.normalize(torch.randn_like(tokenizer.codebook), dim=1))
+    else:
+        tokenizer = VisualTokenizer(VQConfig(codebook_size=UARConfig.visual_vocab_size)).eval()
+    size = tokenizer.config.image_size
+    cfg = UARConfig(image_size=size, tokens_per_view=tokenizer.config.tokens_per_image)
     uar = UAR(cfg).eval()
     uar.stage = 2  # TIR mask active, as after two-stage training
-    tokenizer = VisualTokenizer(
-        VQConfig(codebook_size=cfg.visual_vocab_size, image_size=cfg.image_size)
-    ).eval()
     base = UAR(preset("base")).eval()
-    studies = [torch.rand(1, cfg.n_views, 1, cfg.image_size, cfg.image_size) for _ in range(args.studies)]
+    studies = [torch.rand(1, cfg.n_views, 1, size, size) for _ in range(args.studies)]
+    base_size = preset("base").image_size
+    base_studies = [torch.rand(1, cfg.n_views, 1, base_size, base_size) for _ in range(args.studies)]
 
     def run_uar(images: torch.Tensor, use_cache: bool = True) -> list[list[int]]:
         with torch.inference_mode():
@@ -100,20 +118,38 @@ def main() -> None:
     def run_base(images: torch.Tensor) -> list[list[int]]:
         return beam_search(base, images, BEAM, max_len=TOKENS, min_len=TOKENS)
 
+    def run_tokenizer(images: torch.Tensor) -> None:
+        with torch.inference_mode():
+            tokenizer.encode(images.flatten(0, 1))
+
     gflops = matmul_gflops()
     rows = []
     hit_rate = 0.0
-    models = (("UAR", run_uar, True), ("UAR no memo", run_uar, False), ("Base", run_base, False))
-    for name, fn, memo in models:
+    models = (
+        ("UAR", run_uar, True, studies),
+        ("UAR no memo", run_uar, False, studies),
+        ("Base", run_base, False, base_studies),
+    )
+    for name, fn, memo, inputs in models:
         for int8 in (False, True):
             uar.word_memo = TokenMemo() if memo else TokenMemo(capacity=0)
             with int8_decoding(int8):
-                latency = median_seconds(fn, studies, args.warmup)
+                latency = median_seconds(fn, inputs, args.warmup)
             if not int8:
                 if memo:
                     hit_rate = uar.word_memo.hits / max(1, uar.word_memo.hits + uar.word_memo.misses)
-                work = count_gflop(fn, studies[0])  # fp32 (with the memo: as warm as after the timing)
+                work = count_gflop(fn, inputs[0])  # fp32 (with the memo: as warm as after the timing)
             rows.append((f"{name} int8" if int8 else name, latency, work))
+    generator = ReportGenerator.load(args.checkpoint)
+    views = [(torch.rand(512, 512).numpy(), torch.rand(512, 512).numpy()) for _ in range(args.studies)]
+
+    def run_generator(study: tuple) -> None:
+        generator.generate(*study)
+
+    latency = median_seconds(run_generator, views, args.warmup)
+    rows.append((f"{generator.name} {generator.version}", latency, count_gflop(run_generator, views[0])))
+    latency = median_seconds(run_tokenizer, studies, args.warmup)
+    rows.append((f"{args.tokenizer} tokenizer", latency, count_gflop(run_tokenizer, studies[0])))
     uar.word_memo = TokenMemo(capacity=0)
     few = studies[: args.uncached_studies]
     cached = median_seconds(run_uar, few, 1)
@@ -122,6 +158,7 @@ def main() -> None:
 
     print(
         f"threads={args.threads}  studies={args.studies}  beam={BEAM}  tokens={TOKENS}  views={cfg.n_views}"
+        f"  UAR tokenizer={args.tokenizer} ({size} px, {cfg.tokens_per_view} tokens/view)"
     )
     print(f"measured fp32 matmul (1024^3): {gflops:.1f} GFLOP/s")
     print(f"{'model':<16} {'median s/study':>15} {'GFLOP/study':>12} {'ideal s':>8} {'matmul eff.':>11}")
@@ -135,7 +172,7 @@ def main() -> None:
         f" {(uncached - encode) / (cached - encode):.1f}x"
     )
     ok_cache = (uncached - encode) / (cached - encode) >= 5
-    verdicts = ", ".join(f"{name} {'met' if latency <= 0.3 else 'NOT met'}" for name, latency, _ in rows)
+    verdicts = ", ".join(f"{name} {'met' if latency <= 0.3 else 'NOT met'}" for name, latency, _ in rows[:-1])
     print(
         f"targets: <= 0.3 s/study: {verdicts};"
         f" decoding with cache (fp32) >= 5x faster {'met' if ok_cache else 'NOT met'}"

@@ -9,6 +9,11 @@ The model is a :class:`uar.generator.ReportGenerator`. Where it comes from, firs
 
 Loaded generators are cached per process in a module-level dict keyed by the resolved checkpoint
 path, so repeated app runs in one process load each model once.
+
+Input-domain policy (docs/ood.md), for studies the model's input check finds out of domain:
+``flag`` writes the report as usual (the SR writer marks it); ``withhold`` generates no findings
+(:func:`uar.generator.withheld_report`), and with ``withhold_as="rejection"`` the study gets a
+rejection record (``rejection_<StudyInstanceUID>.json``, with score and threshold) instead of an SR.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 
 from monai.deploy.core import Fragment, Operator, OperatorSpec
 
-from operators.study_loader import CXRStudy, uid_tag
+from operators.study_loader import CXRStudy, Rejection, uid_tag, write_rejection
 from uar.generator import Report, ReportGenerator
 
 log = logging.getLogger(__name__)
@@ -87,25 +92,55 @@ def load_generator(model_path: str | Path | None = None) -> ReportGenerator:
 
 
 def generate_reports(
-    generator: ReportGenerator, studies: Sequence[CXRStudy], *, beam_size: int, int8: bool = False
+    generator: ReportGenerator,
+    studies: Sequence[CXRStudy],
+    *,
+    beam_size: int,
+    int8: bool = False,
+    withhold: bool = False,
 ) -> list[StudyReport]:
-    """Run the generator on each study: frontal image, and the lateral one when present."""
+    """Run the generator on each study: frontal image, and the lateral one when present.
+
+    ``withhold=True``: out-of-domain studies get a withheld report (nothing generated).
+    """
     out: list[StudyReport] = []
     for study in studies:
         start = time.perf_counter()
         lateral = study.lateral.pixels if study.lateral is not None else None
-        report = generator.generate(study.frontal.pixels, lateral, beam_size=beam_size, int8=int8)
+        report = generator.generate(
+            study.frontal.pixels, lateral, beam_size=beam_size, int8=int8, withhold_out_of_domain=withhold
+        )
         seconds = time.perf_counter() - start
-        log.info("study %s: report generated in %.3f s", uid_tag(study.study_instance_uid), seconds)
+        domain = report.domain
+        log.info(
+            "study %s: %s in %.3f s, input domain %s%s",
+            uid_tag(study.study_instance_uid),
+            "findings withheld" if report.withheld else "report generated",
+            seconds,
+            domain.verdict,
+            f" ({domain.numbers()})" if domain.score is not None else "",
+        )
         out.append(StudyReport(study, report, seconds))
     return out
+
+
+def domain_rejection(study_report: StudyReport) -> Rejection:
+    """The rejection record of a study whose findings were withheld (out of the input domain)."""
+    study, domain = study_report.study, study_report.report.domain
+    return Rejection(
+        study.study_instance_uid,
+        f"outside the model's validated input domain ({domain.numbers()}); no findings released",
+        [str(image.path.name) for image in study.images],
+        [domain.statement()],
+    )
 
 
 class UARInferenceOperator(Operator):
     """Input ``studies`` (``list[CXRStudy]``) -> output ``reports`` (``list[StudyReport]``).
 
     ``generator`` is used as is when given; otherwise the model is resolved from ``model_path``
-    on the first compute (see the module docstring).
+    on the first compute (see the module docstring). ``ood_policy`` / ``withhold_as``: see the
+    module docstring; withheld studies recorded as rejections are kept in :attr:`rejections`.
     """
 
     def __init__(
@@ -116,13 +151,25 @@ class UARInferenceOperator(Operator):
         generator: ReportGenerator | None = None,
         beam_size: int = 3,
         int8_decoding: bool = False,
+        ood_policy: str = "withhold",
+        withhold_as: str = "sr",
+        output_folder: Path | None = None,
         **kwargs: Any,
     ) -> None:
+        if ood_policy not in ("withhold", "flag") or withhold_as not in ("sr", "rejection"):
+            raise ValueError(f"bad input-domain policy {ood_policy!r} / withhold_as {withhold_as!r}")
+        if withhold_as == "rejection" and output_folder is None:
+            raise ValueError("withhold_as='rejection' needs the output folder for the records")
         self.model_path = model_path
         self.generator = generator
         self.beam_size = beam_size
         self.int8_decoding = int8_decoding
+        self.ood_policy = ood_policy
+        self.withhold_as = withhold_as
+        self.output_folder = output_folder
         self.reports: list[StudyReport] = []
+        self.rejections: list[Rejection] = []  # withheld studies recorded as rejections
+        self.verdicts: list[str] = []  # input-domain verdict of every study of the last compute
         super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec) -> None:
@@ -135,9 +182,26 @@ class UARInferenceOperator(Operator):
         studies: list[CXRStudy] = op_input.receive("studies")
         if studies and self.generator is None:
             self.generator = load_generator(self.model_path)
-        self.reports = (
-            generate_reports(self.generator, studies, beam_size=self.beam_size, int8=self.int8_decoding)
+        reports = (
+            generate_reports(
+                self.generator,
+                studies,
+                beam_size=self.beam_size,
+                int8=self.int8_decoding,
+                withhold=self.ood_policy == "withhold",
+            )
             if studies
             else []
         )
+        self.verdicts = [r.report.domain.verdict for r in reports]
+        self.rejections = []
+        if self.withhold_as == "rejection":
+            for r in reports:
+                if r.report.withheld:
+                    assert self.output_folder is not None
+                    rejection = domain_rejection(r)
+                    write_rejection(rejection, self.output_folder)
+                    self.rejections.append(rejection)
+            reports = [r for r in reports if not r.report.withheld]
+        self.reports = reports
         op_output.emit(self.reports, "reports")

@@ -5,12 +5,22 @@ Built with highdicom (platform.md §5). Document content tree::
     CONTAINER X-Ray Report (LN 43468-8), TID 2000, SEPARATE
       HAS CONCEPT MOD  Language of Content Item and Descendants = en-US (TID 1204)
       HAS OBS CONTEXT  Observer Type = Device, Device Observer UID / Name / Manufacturer / Model (TID 1001)
-      CONTAINS CONTAINER Findings (LN 59776-5)
-        CONTAINS TEXT Finding (DCM 121071) = generated findings
-      CONTAINS CONTAINER Impressions (LN 19005-8)
-        CONTAINS TEXT Impression (DCM 121073) = rule-derived impression
+      CONTAINS TEXT Comment (DCM 121106) = out-of-domain warning (only when out of domain)
+      CONTAINS CODE Input domain check (99UARRN IDC) = within / outside / no check (TID 2002 items)
+      CONTAINS NUM Input domain score, Input domain threshold (99UARRN, unit "1"; when checked)
+      CONTAINS CONTAINER Findings (LN 59776-5), CONTINUOUS
+        CONTAINS TEXT Finding (DCM 121071) = one generated sentence (one item per sentence)
+      CONTAINS CONTAINER Impressions (LN 19005-8), CONTINUOUS
+        CONTAINS TEXT Impression (DCM 121073) = one rule-derived sentence (one item per sentence)
       CONTAINS CONTAINER Summary (LN 55112-7)
         CONTAINS TEXT Summary (LN 55112-7) = AI draft statement, model, labeler observations
+
+Findings and Impressions hold one TEXT item per sentence (:func:`statements`) inside a CONTINUOUS
+container: a viewer that lists items shows one statement per row, and one that honours the
+continuity (OHIF 3.13 renders CONTINUOUS items as wrapping inline text) shows the section as one
+paragraph that wraps at the viewport's edge. (OHIF puts a Finding of a SEPARATE container in a
+non-wrapping ``<pre>``, so a long finding would be cut off there; that is why the containers stay
+CONTINUOUS.) :func:`section_text` reads a section back as one string.
 
 Document attributes: SpecificCharacterSet ISO_IR 192 (UTF-8; highdicom leaves it empty and
 non-ASCII text would become "?"), PreliminaryFlag PRELIMINARY, CompletionFlag COMPLETE,
@@ -18,12 +28,20 @@ VerificationFlag UNVERIFIED, CurrentRequestedProcedureEvidenceSequence = exactly
 model read, patient and study attributes copied from them (highdicom), a new series with the
 configured SeriesNumber and SeriesDescription, and a ContributingEquipmentSequence item naming the
 model and its version (IHE AIR provenance).
+
+Input domain (docs/ood.md, :func:`domain_items`): every SR says whether the model's input check
+found the images within its validated input domain. Out-of-domain reports (policy ``flag``) carry a
+warning first in the document and in the Summary, and the series description
+``ood_sr_series_description``; withheld ones (policy ``withhold``) have no generated findings: the
+Findings and Impression sections state why, and the series description is
+``withheld_sr_series_description``.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +57,7 @@ from pydicom.valuerep import validate_value
 
 import uar
 from operators.inference import StudyReport
-from operators.study_loader import CXRStudy, uid_tag
+from operators.study_loader import CXRStudy, Rejection, quiet_pydicom, uid_tag, write_rejection
 from plugin.settings import AppSettings
 from uar.generator import Report
 
@@ -79,6 +97,8 @@ _VALIDATED = (
 )
 _LANGUAGE_NAMES = {"en-US": "English (United States)", "en-GB": "English (United Kingdom)", "en": "English"}
 _LABEL_WORDS = {1: "positive", 0: "negative", -1: "uncertain"}
+# A sentence ends at ".", "!" or "?" followed by white space; decimals ("2.5 cm") do not split.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 @dataclass
@@ -103,18 +123,46 @@ def labels_text(labels: dict[str, int | None]) -> str:
 
 
 def summary_text(report: Report) -> str:
-    """The Summary section text: the AI draft statement, the model and how the impression was made."""
-    return (
-        f"{AI_DRAFT_STATEMENT} Model: {report.model_name} {report.model_version}. "
+    """The Summary section text: the AI draft statement, the model and how the impression was made,
+    with the input-domain statement (first when the image is out of domain, see :func:`domain_warning`)."""
+    model = f"Model: {report.model_name} {report.model_version}."
+    warning = domain_warning(report)
+    if report.withheld:
+        return f"{warning} {AI_DRAFT_STATEMENT} {model}"
+    text = (
+        f"{AI_DRAFT_STATEMENT} {model} "
         "The impression is derived by rules from the automatic labeler's reading of the generated "
         f"findings (labeler observations: {labels_text(report.labels)})."
     )
+    return f"{warning} {text}" if warning else f"{text} {report.domain.statement()}"
 
 
-def _section(title: hd.sr.CodedConcept, item: hd.sr.CodedConcept, text: str) -> hd.sr.ContainerContentItem:
-    section = hd.sr.ContainerContentItem(name=title, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+def statements(text: str) -> list[str]:
+    """The sentences of ``text``, one TEXT item value each (runs of white space become one space).
+
+    Sentences end at ``.``, ``!`` or ``?`` followed by white space, so "2.5 cm" stays whole.
+    Text without any sentence (empty or blank) gives ``[text]`` so the section keeps its item.
+    """
+    sentences = [" ".join(s.split()) for s in _SENTENCE_END.split(text.strip())]
+    return [s for s in sentences if s] or [text]
+
+
+def section_text(section: pydicom.Dataset) -> str:
+    """The TEXT items of an SR section container read back as one string (items joined by " ")."""
+    return " ".join(
+        str(item.TextValue) for item in section.get("ContentSequence", []) if item.ValueType == "TEXT"
+    )
+
+
+def _section(
+    title: hd.sr.CodedConcept, item: hd.sr.CodedConcept, texts: list[str]
+) -> hd.sr.ContainerContentItem:
+    section = hd.sr.ContainerContentItem(
+        name=title, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS, is_content_continuous=True
+    )
     section.ContentSequence = [
         hd.sr.TextContentItem(name=item, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+        for text in texts
     ]
     return section
 
@@ -140,12 +188,85 @@ def build_content(report: Report, settings: AppSettings) -> hd.sr.ContainerConte
             model_name=report.model_name,
         ),
     )
-    content = [*language, *observer]
-    content.append(_section(codes.LN.Findings, codes.DCM.Finding, report.findings))
-    content.append(_section(codes.LN.Impressions, codes.DCM.Impression, report.impression))
-    content.append(_section(codes.LN.Summary, codes.LN.Summary, summary_text(report)))
+    content = [*language, *observer, *domain_items(report)]
+    content.append(_section(codes.LN.Findings, codes.DCM.Finding, statements(report.findings)))
+    content.append(_section(codes.LN.Impressions, codes.DCM.Impression, statements(report.impression)))
+    content.append(_section(codes.LN.Summary, codes.LN.Summary, [summary_text(report)]))
     root.ContentSequence = content
     return root
+
+
+# --- input-domain statement (docs/ood.md) ---------------------------------------------------------
+UAR_SCHEME = "99UARRN"  # private coding scheme of this product (PS3.3 8.2: "99" prefix)
+COMMENT = hd.sr.CodedConcept("121106", "DCM", "Comment")
+INPUT_DOMAIN_CHECK = hd.sr.CodedConcept("IDC", UAR_SCHEME, "Input domain check")
+INPUT_DOMAIN_SCORE = hd.sr.CodedConcept("IDS", UAR_SCHEME, "Input domain score")
+INPUT_DOMAIN_THRESHOLD = hd.sr.CodedConcept("IDT", UAR_SCHEME, "Input domain threshold")
+DOMAIN_CODES = {
+    "in_domain": hd.sr.CodedConcept("IDC-IN", UAR_SCHEME, "Within the model's validated input domain"),
+    "out_of_domain": hd.sr.CodedConcept("IDC-OUT", UAR_SCHEME, "Outside the model's validated input domain"),
+    "unchecked": hd.sr.CodedConcept("IDC-NONE", UAR_SCHEME, "No input domain check (model not calibrated)"),
+}
+NO_UNITS = hd.sr.CodedConcept("1", "UCUM", "no units")
+
+
+def domain_warning(report: Report) -> str:
+    """The prominent statement of an out-of-domain report ("" when the image is within the domain
+    or the model has no check): withheld findings, or findings to be read with that in mind."""
+    domain = report.domain
+    if not domain.out_of_domain:
+        return ""
+    if report.withheld:
+        return f"NOT REPORTED. {domain.statement()} No generated findings are released for this study."
+    return (
+        f"WARNING: OUTSIDE THE MODEL'S VALIDATED INPUT DOMAIN. {domain.statement()} The findings below "
+        "were generated anyway and are likely to be wrong; read the images without relying on them."
+    )
+
+
+def domain_items(report: Report) -> list[hd.sr.ContentItem]:
+    """Content items under the document root, before the sections: the warning (out of domain),
+    the coded verdict and, for a calibrated model, the score and threshold (NUM, no units)."""
+    contains = hd.sr.RelationshipTypeValues.CONTAINS
+    domain = report.domain
+    items: list[hd.sr.ContentItem] = []
+    warning = domain_warning(report)
+    if warning:
+        items.append(hd.sr.TextContentItem(name=COMMENT, value=warning, relationship_type=contains))
+    items.append(
+        hd.sr.CodeContentItem(
+            name=INPUT_DOMAIN_CHECK, value=DOMAIN_CODES[domain.verdict], relationship_type=contains
+        )
+    )
+    for name, value in ((INPUT_DOMAIN_SCORE, domain.score), (INPUT_DOMAIN_THRESHOLD, domain.threshold)):
+        if value is not None:
+            items.append(
+                hd.sr.NumContentItem(
+                    name=name, value=round(value, 3), unit=NO_UNITS, relationship_type=contains
+                )
+            )
+    return items
+
+
+def declare_coding_scheme(sr: pydicom.Dataset) -> None:
+    """Identify the private scheme of :func:`domain_items` in CodingSchemeIdentificationSequence."""
+    item = pydicom.Dataset()
+    item.CodingSchemeDesignator = UAR_SCHEME
+    item.CodingSchemeName = "UAR Report Node input-domain codes"
+    item.CodingSchemeResponsibleOrganization = "UAR Report Node"
+    schemes = [
+        s for s in sr.get("CodingSchemeIdentificationSequence", []) if s.CodingSchemeDesignator != UAR_SCHEME
+    ]
+    sr.CodingSchemeIdentificationSequence = [*schemes, item]
+
+
+def domain_series_description(report: Report, settings: AppSettings) -> str:
+    """SeriesDescription (0008,103E) of the SR: says so when the image is out of domain."""
+    if report.withheld:
+        return settings.withheld_sr_series_description
+    if report.domain.out_of_domain:
+        return settings.ood_sr_series_description
+    return settings.sr_series_description
 
 
 def evidence_header(ds: pydicom.Dataset) -> pydicom.Dataset:
@@ -164,7 +285,11 @@ def evidence_header(ds: pydicom.Dataset) -> pydicom.Dataset:
         if kw not in header:
             continue
         element = header.data_element(kw)
-        if element.value in (None, "") or element.VM != 1:
+        if element.value in (None, ""):
+            continue
+        if element.VM != 1:  # every one of these attributes is single-valued (VM 1)
+            log.warning("source %s has several values; left empty", kw)
+            element.value = ""
             continue
         try:
             validate_value(element.VR, str(element.value), config.RAISE)
@@ -192,6 +317,7 @@ def build_sr(
         sr = _enhanced_sr(study, report, settings, series_instance_uid, sop_instance_uid)
     sr.SpecificCharacterSet = UTF8
     sr.PreliminaryFlag = "PRELIMINARY"
+    declare_coding_scheme(sr)
     return sr
 
 
@@ -222,7 +348,7 @@ def _enhanced_sr(
         is_verified=False,
         institution_name=settings.institution_name or None,
         contributing_equipment=[equipment],
-        series_description=settings.sr_series_description,
+        series_description=domain_series_description(report, settings),
         manufacturer_model_name="UAR Report Node",
         software_versions=uar.__version__,
         specific_character_set=UTF8,
@@ -255,6 +381,7 @@ class SRWriterOperator(Operator):
         self.output_folder = Path(output_folder)
         self.settings = settings
         self.written: list[WrittenInstance] = []
+        self.rejections: list[Rejection] = []
         super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec) -> None:
@@ -265,5 +392,21 @@ class SRWriterOperator(Operator):
     def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
         """Write one SR per report and emit what was written."""
         reports: list[StudyReport] = op_input.receive("reports")
-        self.written = [write_sr(r, self.settings, self.output_folder) for r in reports]
+        self.written, self.rejections = [], []
+        for r in reports:
+            try:
+                with quiet_pydicom():  # pydicom's warnings would quote received values
+                    self.written.append(write_sr(r, self.settings, self.output_folder))
+            except Exception as exc:  # a study the SR cannot be built for gets a rejection record
+                self.rejections.append(_writer_rejection(r, exc, self.output_folder))
         op_output.emit(self.written, "instances")
+
+
+def _writer_rejection(study_report: StudyReport, exc: Exception, output_folder: Path) -> Rejection:
+    """Record (without the exception's text, which can quote received values) why no SR was written."""
+    study = study_report.study
+    log.warning("study %s: SR not written (%s)", uid_tag(study.study_instance_uid), type(exc).__name__)
+    files = [image.path.name for image in study.images]
+    rejection = Rejection(study.study_instance_uid, f"SR could not be written ({type(exc).__name__})", files)
+    write_rejection(rejection, output_folder)
+    return rejection

@@ -51,6 +51,9 @@ import hashlib
 import json
 import logging
 import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -58,9 +61,10 @@ from typing import Any, Literal
 import numpy as np
 import pydicom
 from monai.deploy.core import ConditionType, Fragment, Operator, OperatorSpec
-from pydicom.errors import InvalidDicomError
+from pydicom import config as pydicom_config
 
-from uar.data.dicom_pixels import DicomPixelError, dicom_to_display
+from uar.data.dicom_guard import DicomLimits, UnsafeDicom, check_file, is_valid_uid
+from uar.data.dicom_pixels import dicom_to_display
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +99,125 @@ _SPECIES_WORDS = re.compile(
 _HUMAN_SPECIES = ("337915000", "L-85B00")  # SNOMED CT / SRT "Homo sapiens"
 _FRONTAL_WORDS = re.compile(r"\b(PA|AP|P-A|A-P|FRONTAL|POSTERO-?ANTERIOR|ANTERO-?POSTERIOR)\b", re.IGNORECASE)
 _LATERAL_WORDS = re.compile(r"\b(LAT|LATERAL|LL|RL|LLAT|RLAT)\b", re.IGNORECASE)
+# Image storage SOP classes the model can read (CR, DX for presentation / processing, SC).
+IMAGE_SOP_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.1",
+        "1.2.840.10008.5.1.4.1.1.1.1",
+        "1.2.840.10008.5.1.4.1.1.1.1.1",
+        "1.2.840.10008.5.1.4.1.1.7",
+    }
+)
+MAX_IMAGE_SIDE = 16384  # Rows / Columns above this are refused before decoding (pixels)
+MAX_IMAGE_PIXELS = 64 * 2**20  # Rows x Columns above this are refused before decoding
+FILE_LIMITS = DicomLimits()  # structural limits on every input file (uar.data.dicom_guard)
+# Received values are quoted in reasons only when they belong to these closed vocabularies
+# (DICOM defined terms), so a reason can never carry free text a sender chose.
+_MODALITIES = frozenset(
+    [
+        "CR",
+        "DX",
+        "CT",
+        "MR",
+        "US",
+        "NM",
+        "PT",
+        "MG",
+        "XA",
+        "RF",
+        "OT",
+        "SC",
+        "SR",
+        "DOC",
+        "PR",
+        "KO",
+        "SEG",
+        "ES",
+        "XC",
+        "OP",
+        "IO",
+        "PX",
+        "GM",
+        "SM",
+        "ECG",
+        "RTIMAGE",
+        "RTSTRUCT",
+        "RTPLAN",
+        "RTDOSE",
+        "BI",
+        "BMD",
+        "DG",
+        "LS",
+        "OCT",
+        "OPT",
+        "REG",
+        "RG",
+        "TG",
+    ]
+)
+_BODY_PARTS = frozenset(
+    [
+        "SKULL",
+        "HEAD",
+        "NECK",
+        "CSPINE",
+        "TSPINE",
+        "LSPINE",
+        "SSPINE",
+        "COCCYX",
+        "SPINE",
+        "CHEST",
+        "THORAX",
+        "LUNG",
+        "BREAST",
+        "ABDOMEN",
+        "PELVIS",
+        "HIP",
+        "SHOULDER",
+        "CLAVICLE",
+        "ELBOW",
+        "ARM",
+        "HUMERUS",
+        "FOREARM",
+        "WRIST",
+        "HAND",
+        "FINGER",
+        "KNEE",
+        "LEG",
+        "FEMUR",
+        "TIBIA",
+        "FIBULA",
+        "ANKLE",
+        "FOOT",
+        "TOE",
+        "HEEL",
+        "EXTREMITY",
+        "JAW",
+        "TMJ",
+        "SELLA",
+        "ORBIT",
+        "SINUS",
+        "NECKCHEST",
+        "WHOLEBODY",
+        "ABDOMENPELVIS",
+        "CHESTABDOMEN",
+        "HEART",
+    ]
+)
+_VIEW_MEANINGS = frozenset(
+    {
+        "postero-anterior",
+        "antero-posterior",
+        "lateral",
+        "left lateral",
+        "right lateral",
+        "frontal",
+        "erect",
+        "latero-medial",
+        "medio-lateral",
+    }
+)
+_ORIENTATION = re.compile(r"[LRAPHF]{1,3}")
 _VIEW_POSITIONS: dict[str, View] = {
     "PA": "frontal",
     "AP": "frontal",
@@ -105,6 +228,11 @@ _VIEW_POSITIONS: dict[str, View] = {
     "LLAT": "lateral",
     "RLAT": "lateral",
 }
+
+
+def _known(value: str, vocabulary: frozenset[str]) -> str:
+    """``value`` when it is one of ``vocabulary`` (safe to quote), else ``"other"``."""
+    return value if value in vocabulary else "other"
 
 
 def uid_tag(uid: str | None) -> str:
@@ -145,6 +273,7 @@ class CXRStudy:
     frontal: SourceImage
     lateral: SourceImage | None
     unused: list[str] = field(default_factory=list)  # eligible SOPInstanceUIDs not used (duplicates)
+    set_aside: list[str] = field(default_factory=list)  # "<file>: <reason>" of instances not usable
 
     @property
     def images(self) -> list[SourceImage]:
@@ -221,12 +350,16 @@ def chest_problem(ds: pydicom.Dataset) -> str | None:
     """
     modality = str(ds.get("Modality", "")).upper()
     if modality not in ACCEPTED_MODALITIES:
-        return f"Modality '{modality or 'missing'}' is not CR or DX"
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        return f"Modality '{_known(modality, _MODALITIES) if modality else 'missing'}' is not CR or DX"
+    try:
+        frames = _as_int(ds, "NumberOfFrames") or 1
+    except (TypeError, ValueError):
+        return "NumberOfFrames is not a single integer"
+    if frames > 1:
         return "multi-frame image (a chest radiograph is a single frame)"
     body_part = str(ds.get("BodyPartExamined", "")).strip()
     if body_part and not _CHEST_WORDS.search(body_part):
-        return f"not a chest radiograph: BodyPartExamined '{body_part}'"
+        return f"not a chest radiograph: BodyPartExamined '{_known(body_part.upper(), _BODY_PARTS)}'"
     described = _texts(
         ds,
         (
@@ -247,10 +380,10 @@ def chest_problem(ds: pydicom.Dataset) -> str | None:
 def _species_problem(ds: pydicom.Dataset) -> str | None:
     species = str(ds.get("PatientSpeciesDescription", "")).strip()
     if species and species.lower() not in ("homo sapiens", "human"):
-        return f"non-human subject: PatientSpeciesDescription '{species}'"
+        return "non-human subject: PatientSpeciesDescription"
     for item in ds.get("PatientSpeciesCodeSequence", []):
         if str(item.get("CodeValue", "")) not in _HUMAN_SPECIES:
-            return f"non-human subject: PatientSpeciesCodeSequence '{item.get('CodeMeaning', '')}'"
+            return "non-human subject: PatientSpeciesCodeSequence"
     if str(ds.get("PatientBreedDescription", "")).strip():
         return "non-human subject: PatientBreedDescription present"
     protocol_texts = _texts(
@@ -284,9 +417,9 @@ def classify_view(ds: pydicom.Dataset) -> tuple[View | None, str]:
         if "oblique" in meaning:
             continue
         if "lateral" in meaning:
-            return "lateral", f"ViewCodeSequence={meaning}"
+            return "lateral", f"ViewCodeSequence={_known(meaning, _VIEW_MEANINGS)}"
         if "posterior" in meaning or "frontal" in meaning:
-            return "frontal", f"ViewCodeSequence={meaning}"
+            return "frontal", f"ViewCodeSequence={_known(meaning, _VIEW_MEANINGS)}"
     texts = _texts(
         ds,
         (
@@ -304,12 +437,12 @@ def classify_view(ds: pydicom.Dataset) -> tuple[View | None, str]:
         if frontal and not lateral:
             return "frontal", f"{kw} word '{frontal.group(0)}'"
     orientation = ds.get("PatientOrientation")
-    if orientation and len(orientation) == 2 and str(orientation[0]):
-        row = str(orientation[0])[0].upper()
-        if row in "LR":
-            return "frontal", f"PatientOrientation row={orientation[0]}"
-        if row in "AP":
-            return "lateral", f"PatientOrientation row={orientation[0]}"
+    if orientation and len(orientation) == 2 and _ORIENTATION.fullmatch(str(orientation[0]).upper()):
+        row = str(orientation[0]).upper()
+        if row[0] in "LR":
+            return "frontal", f"PatientOrientation row={row}"
+        if row[0] in "AP":
+            return "lateral", f"PatientOrientation row={row}"
     if str(ds.get("ImageLaterality", "")).upper() == "B":
         return "frontal", "ImageLaterality=B"
     return None, ""
@@ -351,28 +484,97 @@ def _decode(c: _Candidate) -> np.ndarray:
     return c.pixels
 
 
-def _read_headers(folder: Path) -> tuple[dict[str, list[_Candidate]], list[str]]:
-    """Group the DICOM files under ``folder`` by StudyInstanceUID; also return unreadable file names."""
+def _failure(exc: BaseException) -> str:
+    """A reason for an exception that never quotes its text (messages can carry received values)."""
+    if isinstance(exc, UnsafeDicom):
+        return str(exc)  # generic texts chosen by uar.data.dicom_guard
+    return type(exc).__name__
+
+
+def _as_int(ds: pydicom.Dataset, keyword: str) -> int | None:
+    """Integer value of ``keyword`` (None when absent or empty); ``ValueError`` when not one integer."""
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        raise ValueError(f"{keyword} has several values")
+    return int(value)
+
+
+def instance_problem(ds: pydicom.Dataset) -> str | None:
+    """Why an image instance cannot be used or referenced by the SR, or ``None`` (generic reasons).
+
+    Checks that every UID the SR copies is one valid UID (SOPClassUID, SOPInstanceUID,
+    SeriesInstanceUID, and the file meta's MediaStorageSOPClassUID / MediaStorageSOPInstanceUID
+    agree with them), that the SOP class is a CR / DX / Secondary Capture image, and that the
+    Image Pixel module is consistent (Rows, Columns, SamplesPerPixel 1, MONOCHROME1/2,
+    BitsAllocated 8 or 16, BitsStored <= BitsAllocated, HighBit = BitsStored - 1).
+    """
+    meta = getattr(ds, "file_meta", pydicom.Dataset())
+    for keyword in ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID"):
+        if not is_valid_uid(ds.get(keyword)):
+            return f"{keyword} is not a valid UID"
+    if str(ds.SOPClassUID) not in IMAGE_SOP_CLASSES:
+        return "SOP class is not a CR, DX or Secondary Capture image"
+    if str(meta.get("MediaStorageSOPInstanceUID", ds.SOPInstanceUID)) != str(ds.SOPInstanceUID):
+        return "SOPInstanceUID differs from the file meta information"
+    if str(meta.get("MediaStorageSOPClassUID", ds.SOPClassUID)) != str(ds.SOPClassUID):
+        return "SOPClassUID differs from the file meta information"
+    try:
+        rows, columns = _as_int(ds, "Rows"), _as_int(ds, "Columns")
+        samples = _as_int(ds, "SamplesPerPixel")
+        allocated, stored = _as_int(ds, "BitsAllocated"), _as_int(ds, "BitsStored")
+        high, frames = _as_int(ds, "HighBit"), _as_int(ds, "NumberOfFrames")
+        representation = _as_int(ds, "PixelRepresentation")
+    except (TypeError, ValueError):
+        return "an Image Pixel attribute is not a single integer"
+    if not rows or not columns or not 0 < rows <= MAX_IMAGE_SIDE or not 0 < columns <= MAX_IMAGE_SIDE:
+        return "Rows or Columns missing, zero or too large"
+    if rows * columns > MAX_IMAGE_PIXELS:
+        return "image has too many pixels"
+    if samples != 1 or str(ds.get("PhotometricInterpretation", "")) not in ("MONOCHROME1", "MONOCHROME2"):
+        return "not a greyscale image (SamplesPerPixel 1, MONOCHROME1 or MONOCHROME2)"
+    if allocated not in (8, 16) or stored is None or not 0 < stored <= allocated:
+        return "BitsAllocated / BitsStored inconsistent"
+    if high != stored - 1:
+        return "HighBit is not BitsStored - 1"
+    if representation not in (0, 1) or (frames is not None and frames < 1):
+        return "PixelRepresentation or NumberOfFrames invalid"
+    return None
+
+
+def _read_headers(folder: Path) -> tuple[dict[str, list[_Candidate]], list[str], list[str]]:
+    """Group the DICOM files under ``folder`` by StudyInstanceUID.
+
+    Also returns the names of files set aside before grouping (not DICOM, beyond the structural
+    limits of :data:`FILE_LIMITS`, or without a valid StudyInstanceUID / SOPInstanceUID) and one
+    generic reason per such file.
+    """
     studies: dict[str, list[_Candidate]] = {}
     unreadable: list[str] = []
+    details: list[str] = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         try:
+            check_file(path, FILE_LIMITS)
             ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except (InvalidDicomError, OSError, ValueError) as exc:
-            log.warning(
-                "skipping file %s: not readable as DICOM (%s)", uid_tag(path.name), type(exc).__name__
-            )
+            for _ in ds.iterall():  # convert every element now: undecodable values fail here
+                pass
+            if str(ds.file_meta.get("MediaStorageSOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY_SOP_CLASS:
+                continue
+            study_uid = ds.get("StudyInstanceUID")
+            valid = is_valid_uid(study_uid) and is_valid_uid(ds.get("SOPInstanceUID"))
+        except Exception as exc:  # anything pydicom raises on hostile bytes (zlib.error, ...)
+            log.warning("skipping file %s: not readable as DICOM (%s)", uid_tag(path.name), _failure(exc))
             unreadable.append(path.name)
+            details.append(f"{path.name}: not readable as DICOM ({_failure(exc)})")
             continue
-        if str(ds.file_meta.get("MediaStorageSOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY_SOP_CLASS:
-            continue
-        study_uid = str(ds.get("StudyInstanceUID", ""))
-        if not study_uid or "SOPInstanceUID" not in ds:
-            log.warning("skipping file %s: no StudyInstanceUID or SOPInstanceUID", uid_tag(path.name))
+        if not valid:
+            log.warning("skipping file %s: no valid StudyInstanceUID or SOPInstanceUID", uid_tag(path.name))
             unreadable.append(path.name)
+            details.append(f"{path.name}: no valid StudyInstanceUID or SOPInstanceUID")
             continue
-        studies.setdefault(study_uid, []).append(_Candidate(path=path, dataset=ds))
-    return studies, unreadable
+        studies.setdefault(str(study_uid), []).append(_Candidate(path=path, dataset=ds))
+    return studies, unreadable, details
 
 
 def _dedupe(images: list[_Candidate], study_uid: str) -> list[_Candidate]:
@@ -390,15 +592,12 @@ def _dedupe(images: list[_Candidate], study_uid: str) -> list[_Candidate]:
     return sorted(by_uid.values(), key=lambda c: str(c.path))
 
 
-def _views_from_images(eligible: list[_Candidate], details: list[str]) -> None:
-    """Assign a view to the candidates the tags left undecided, from :func:`frontal_score` (rule 6)."""
-    scores: dict[int, float] = {}
-    for c in eligible:
-        if c.view is None:
-            try:
-                scores[id(c)] = frontal_score(_decode(c))
-            except DicomPixelError as exc:
-                details.append(f"{c.path.name}: pixel data not decodable: {exc}")
+def _views_from_images(eligible: list[_Candidate]) -> None:
+    """Assign a view to the candidates the tags left undecided, from :func:`frontal_score` (rule 6).
+
+    Every candidate is already decoded.
+    """
+    scores = {id(c): frontal_score(_decode(c)) for c in eligible if c.view is None}
     undecided = sorted((c for c in eligible if id(c) in scores), key=lambda c: -scores[id(c)])
     if not undecided:
         return
@@ -428,27 +627,30 @@ def _select(study_uid: str, instances: list[_Candidate]) -> CXRStudy | Rejection
     details: list[str] = []
     eligible: list[_Candidate] = []
     for c in images:
-        problem = chest_problem(c.dataset)
+        # One bad instance is set aside with its reason; the study goes on with the others.
+        try:
+            problem = chest_problem(c.dataset) or instance_problem(c.dataset)
+            if problem is None:
+                c.view, c.view_source = classify_view(c.dataset)
+                _decode(c)
+        except Exception as exc:
+            problem = (
+                f"instance not usable: pixel data not decodable or attributes unreadable ({_failure(exc)})"
+            )
         if problem is not None:
             problems.append(problem)
             details.append(f"{c.path.name}: {problem}")
             continue
-        c.view, c.view_source = classify_view(c.dataset)
         eligible.append(c)
     if not eligible:
         reason = problems[0] if len(set(problems)) == 1 else "no chest CR/DX image in the study"
         return Rejection(study_uid, reason, files, details)
-    _views_from_images(eligible, details)
+    _views_from_images(eligible)
     chosen: dict[View, _Candidate] = {}
     for view in ("frontal", "lateral"):
-        for c in sorted((c for c in eligible if c.view == view), key=_preference):
-            try:
-                _decode(c)
-            except DicomPixelError as exc:
-                details.append(f"{c.path.name}: pixel data not decodable: {exc}")
-                continue
-            chosen[view] = c
-            break
+        candidates = sorted((c for c in eligible if c.view == view), key=_preference)
+        if candidates:
+            chosen[view] = candidates[0]
     if "frontal" not in chosen:
         views = ", ".join(f"{c.path.name}: {c.view} ({c.view_source})" for c in eligible if c.view)
         return Rejection(study_uid, "no frontal view", files, details + ([views] if views else []))
@@ -467,7 +669,11 @@ def _select(study_uid: str, instances: list[_Candidate]) -> CXRStudy | Rejection
         return SourceImage(c.path, c.dataset, c.view, c.view_source, c.pixels)
 
     lateral = chosen.get("lateral")
-    return CXRStudy(study_uid, source(chosen["frontal"]), source(lateral) if lateral else None, unused)
+    if details:
+        log.warning("study %s: %d instance(s) set aside", uid_tag(study_uid), len(details))
+    return CXRStudy(
+        study_uid, source(chosen["frontal"]), source(lateral) if lateral else None, unused, details
+    )
 
 
 def load_studies(folder: str | Path) -> list[CXRStudy | Rejection]:
@@ -479,16 +685,38 @@ def load_studies(folder: str | Path) -> list[CXRStudy | Rejection]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"input folder not found: {folder}")
-    grouped, unreadable = _read_headers(folder)
+    with quiet_pydicom():
+        return _load(folder)
+
+
+@contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """No per-value validation warnings from pydicom (they quote received values), e.g. while loading.
+
+    The loader applies its own rules (:func:`instance_problem`, :func:`chest_problem`) instead, and
+    the SR writer validates what it copies (``sr_writer.evidence_header``).
+    """
+    settings = pydicom_config.settings
+    modes = settings.reading_validation_mode, settings.writing_validation_mode
+    settings.reading_validation_mode = settings.writing_validation_mode = pydicom_config.IGNORE
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        settings.reading_validation_mode, settings.writing_validation_mode = modes
+
+
+def _load(folder: Path) -> list[CXRStudy | Rejection]:
+    grouped, unreadable, unreadable_details = _read_headers(folder)
     out: list[CXRStudy | Rejection] = []
     for study_uid, instances in grouped.items():
         try:
             result = _select(study_uid, instances)
         except Exception as exc:  # one broken study must not stop the others
             # The message can quote attribute values: it goes to the record, not to the log.
-            log.debug("study %s: loading failed", uid_tag(study_uid), exc_info=True)
             files = [c.path.name for c in instances]
-            result = Rejection(study_uid, f"loading failed ({type(exc).__name__})", files, [str(exc)])
+            result = Rejection(study_uid, f"loading failed ({_failure(exc)})", files)
         if isinstance(result, CXRStudy):
             log.info(
                 "study %s: frontal by %s, lateral %s, %d unused",
@@ -501,16 +729,26 @@ def load_studies(folder: str | Path) -> list[CXRStudy | Rejection]:
             log.warning("study %s rejected: %s", uid_tag(study_uid), result.reason)
         out.append(result)
     if unreadable:
-        out.append(Rejection(None, "not readable as DICOM", unreadable))
+        out.append(Rejection(None, "not readable as DICOM", unreadable, unreadable_details))
     return out
 
 
+def rejection_file_name(study_instance_uid: str | None) -> str:
+    """``rejection_<16 hex digits of SHA-256 of the StudyInstanceUID>.json`` (``rejection_unreadable.json``).
+
+    Nothing received becomes part of a path: the name is a hash, whatever the UID holds.
+    """
+    if not study_instance_uid:
+        return "rejection_unreadable.json"
+    digest = hashlib.sha256(study_instance_uid.encode("utf-8", "replace")).hexdigest()[:16]
+    return f"rejection_{digest}.json"
+
+
 def write_rejection(rejection: Rejection, output_folder: str | Path) -> Path:
-    """Write ``rejection`` as ``rejection_<StudyInstanceUID>.json`` in ``output_folder``; set ``.path``."""
+    """Write ``rejection`` as :func:`rejection_file_name` in ``output_folder``; set ``.path``."""
     output_folder = Path(output_folder)
     output_folder.mkdir(parents=True, exist_ok=True)
-    name = rejection.study_instance_uid or "unreadable"
-    path = output_folder / f"rejection_{name}.json"
+    path = output_folder / rejection_file_name(rejection.study_instance_uid)
     path.write_text(json.dumps(rejection.to_dict(), indent=2) + "\n", encoding="utf-8")
     rejection.path = path
     return path

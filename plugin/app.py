@@ -100,6 +100,9 @@ class UARReportApp(Application):
             generator=self.generator,
             beam_size=self.settings.beam_size,
             int8_decoding=self.settings.int8_decoding,
+            ood_policy=self.settings.ood_policy,
+            withhold_as=self.settings.ood_withhold_as,
+            output_folder=output_folder,
             name="uar_inference",
         )
         self.sr_writer = SRWriterOperator(

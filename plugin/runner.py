@@ -30,12 +30,17 @@ _ARGV_PREFIX = ["uar-report-app", "uar-report-app"]
 
 @dataclass
 class AppResult:
-    """What one app run wrote: SR and PDF files, rejection records, and the reports themselves."""
+    """What one app run wrote: SR and PDF files, rejection records, and the reports themselves.
+
+    ``rejections`` holds the loader's rejections, then the studies withheld as rejection records
+    (input-domain policy); ``verdicts`` the input-domain verdict of every study the model read.
+    """
 
     srs: list[Path] = field(default_factory=list)
     pdfs: list[Path] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     reports: list[StudyReport] = field(default_factory=list)
+    verdicts: list[str] = field(default_factory=list)
 
 
 def run_app(
@@ -69,6 +74,7 @@ def run_app(
     return AppResult(
         srs=[w.path for w in app.sr_writer.written],
         pdfs=[w.path for w in app.pdf_writer.written] if app.pdf_writer is not None else [],
-        rejections=list(app.loader.rejections),
+        rejections=[*app.loader.rejections, *app.inference.rejections, *app.sr_writer.rejections],
         reports=list(app.inference.reports),
+        verdicts=list(app.inference.verdicts),
     )

@@ -16,6 +16,8 @@ import yaml
 # app.yaml beside the package when run from a checkout; /var/holoscan/app.yaml inside a MAP.
 REPO_APP_YAML = Path(__file__).resolve().parents[1] / "app.yaml"
 SETTINGS_KEY = "uar"
+OOD_POLICIES = ("withhold", "flag")
+WITHHOLD_OUTPUTS = ("sr", "rejection")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,12 @@ class AppSettings:
     institution_name: str = ""  # InstitutionName (0008,0080); empty = not written
     language: str = "en-US"  # RFC 5646 tag of the report text (TID 1204)
     report_title: str = "X-Ray Report"  # document title, LOINC 43468-8 (CID 7000)
+    # Studies outside the model's validated input domain (docs/ood.md):
+    # "withhold" = no generated findings are released; "flag" = the report is written and marked.
+    ood_policy: str = "withhold"
+    ood_withhold_as: str = "sr"  # withheld studies get an SR saying so ("sr") or a rejection record
+    ood_sr_series_description: str = "AI draft (UAR) - OUTSIDE VALIDATED INPUT DOMAIN"
+    withheld_sr_series_description: str = "AI draft (UAR) - NOT REPORTED: OUTSIDE INPUT DOMAIN"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain mapping, the same keys as the ``uar:`` section of ``app.yaml``."""
@@ -56,6 +64,15 @@ class AppSettings:
         for name in ("sr_series_number", "pdf_series_number"):
             if not 0 < getattr(settings, name) < 2**31:
                 raise ValueError(f"{name} must be a positive IS value, got {getattr(settings, name)}")
+        if settings.ood_policy not in OOD_POLICIES:
+            raise ValueError(f"ood_policy must be one of {OOD_POLICIES}, got {settings.ood_policy!r}")
+        if settings.ood_withhold_as not in WITHHOLD_OUTPUTS:
+            raise ValueError(
+                f"ood_withhold_as must be one of {WITHHOLD_OUTPUTS}, got {settings.ood_withhold_as!r}"
+            )
+        for name in ("sr_series_description", "ood_sr_series_description", "withheld_sr_series_description"):
+            if len(getattr(settings, name)) > 64:
+                raise ValueError(f"{name} must fit SeriesDescription (LO, at most 64 characters)")
         return settings
 
     @classmethod

@@ -5,7 +5,12 @@
 #          folder resumed with more stage-2 epochs), the default model and the Base it is compared with.
 # train_row DIR NAME PRESET EPOCHS2 [FLAGS...] trains or resumes DIR/NAME (with the same budget a
 # finished run returns at once). long_row NAME PRESET continues RUN/ablations/NAME into RUN/long/NAME.
-MODEL_ARGS=(--d-model 128 --n-heads 4 --d-ff 256 --layers 3 --n-basis 512 --dropout 0 --mask-loss mean --no-augment)
+# Every row keeps commas as tokens (--punctuation: reports read as prose, metrics score R2Gen's form);
+# the rows that read visual tokens (LSU) start W_I from the semantic tokenizer's code vectors.
+MODEL_ARGS=(--d-model 128 --n-heads 4 --d-ff 256 --layers 3 --n-basis 512 --dropout 0 --mask-loss mean --no-augment
+  --punctuation)
+# presets whose visual input is the CNN encoder (no visual tokens)
+CNN_PRESETS=" base no-lsu base+integration base+global base+cra "
 EPOCHS1=${EPOCHS1:-4}
 EPOCHS2_SHORT=${EPOCHS2_SHORT:-2}
 EPOCHS2=${EPOCHS2:-10}
@@ -13,12 +18,14 @@ EPOCHS2=${EPOCHS2:-10}
 train_row() {
   local dir=$1 name=$2 preset=$3 epochs2=$4
   shift 4
-  local out="$dir/$name" resume=()
+  local out="$dir/$name" resume=() visual=()
   mkdir -p "$dir"
   [ -f "$out/last.pt" ] && resume=(--resume)
+  [[ "$CNN_PRESETS" == *" $preset "* ]] ||
+    visual=(--init-visual-embeddings "${INIT_VISUAL:-codebook}" --token-cache "$RUN/visual_tokens.safetensors")
   "$UAR" train --data "$RUN/data" --out "$out" --tokenizer "$RUN/tokenizer.safetensors" \
     --preset "$preset" --epochs1 "$EPOCHS1" --epochs2 "$epochs2" --step-size 4 --max-val-studies 150 \
-    --save-every 100 --name "$name" "${MODEL_ARGS[@]}" "${resume[@]}" "$@" >> "$out.log" 2>&1
+    --save-every 100 --name "$name" "${MODEL_ARGS[@]}" "${visual[@]}" "${resume[@]}" "$@" >> "$out.log" 2>&1
 }
 
 long_row() {

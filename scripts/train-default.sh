@@ -10,9 +10,10 @@
 # (training resumes from its last.pt). Variables (defaults in brackets):
 #   RUN [runs/default]   work folder       CORPUS [../shared/data/iu_xray/annotation.json]
 #   N_TRAIN [5000]       training cases    N_TEST [600] held-out test cases (seed 2, never trained on)
-#   PRESET [no-lsu]      model variant: UAR's CRA + TIR on the CNN encoder; the LSU variants collapsed
-#                        to one report at this budget (docs/benchmarks.md)
-#   MODEL_VERSION [0.2.0] version stored in the shipped model (and in every SR it writes)
+#   PRESET [uar]         model variant: full UAR (LSU on the semantic tokenizer's codes + CRA + TIR);
+#                        no-lsu = CRA + TIR on the CNN encoder (the 0.2.0 default)
+#   MODEL_VERSION [0.3.0] version stored in the shipped model (and in every SR it writes)
+#   INIT_VISUAL [codebook] W_I initialisation of LSU rows: codebook (code vectors) or random (Xavier)
 #   EPOCHS1 [4] / EPOCHS2 [10]  stage-1 / stage-2 epochs (the first EPOCHS2_SHORT [2] of stage 2 are
 #                        the ablation table's budget: scripts/train-common.sh)     THREADS [2] CPU threads
 # benchmarks/ablations.sh trains the other rows with the same budget into the same RUN folder.
@@ -22,11 +23,11 @@ RUN=${RUN:-runs/default}
 CORPUS=${CORPUS:-../shared/data/iu_xray/annotation.json}
 N_TRAIN=${N_TRAIN:-5000}
 N_TEST=${N_TEST:-600}
-PRESET=${PRESET:-no-lsu}
+PRESET=${PRESET:-uar}
 THREADS=${THREADS:-2}
 UAR=${UAR:-.venv/bin/uar}
 OUT=${OUT:-uar/default_model/uar-default.safetensors}
-MODEL_VERSION=${MODEL_VERSION:-0.2.0}
+MODEL_VERSION=${MODEL_VERSION:-0.3.0}
 export OMP_NUM_THREADS=$THREADS
 # shellcheck source=scripts/train-common.sh
 source scripts/train-common.sh
@@ -35,15 +36,18 @@ source scripts/train-common.sh
 mkdir -p "$RUN/ablations"
 [ -f "$RUN/data/annotation.json" ] ||
   "$UAR" data synthetic --n "$N_TRAIN" --seed 1 --splits 0.94,0.06,0 --corpus "$CORPUS" --out "$RUN/data"
-[ -f "$RUN/test/annotation.json" ] ||
-  "$UAR" data synthetic --n "$N_TEST" --seed 2 --splits 0,0,1 --corpus "$CORPUS" --out "$RUN/test"
+# the semantic tokenizer: k-means codes of the frozen trunk's features of the first 1200 training
+# studies (2400 views, 470k feature vectors of which 400k are clustered)
 [ -f "$RUN/tokenizer.safetensors" ] ||
-  "$UAR" tokenizer train --images "$RUN/data/annotation.json" --out "$RUN/tokenizer.safetensors" \
-    --codebook 1024 --epochs 4
+  "$UAR" tokenizer train --kind semantic --images "$RUN/data/annotation.json" --out "$RUN/tokenizer.safetensors" \
+    --codebook 1024 --max-images 2400
 
 long_row "$PRESET" "$PRESET"
+# the held-out test set, made only now: training never sees it
+[ -f "$RUN/test/annotation.json" ] ||
+  "$UAR" data synthetic --n "$N_TEST" --seed 2 --splits 0,0,1 --corpus "$CORPUS" --out "$RUN/test"
 model="$RUN/long/$PRESET"
 [ -f "$model-test.json" ] ||
   "$UAR" evaluate --checkpoint "$model/final.safetensors" --data "$RUN/test" --split test --out "$model-test.json"
 "$UAR" export "$model/final.safetensors" "$OUT" --fp16 --name uar-default --version "$MODEL_VERSION" \
-  --metrics "$model-test.json"
+  --metrics "$model-test.json" --calibration-data "$RUN/data"

@@ -1,17 +1,20 @@
 """The UAR checkpoint: one ``.safetensors`` file with everything inference needs.
 
 Tensors: ``model.*`` (the :class:`uar.model.UAR` state dict) and ``visual_tokenizer.*`` (the frozen
-:class:`uar.visual.vqvae.VisualTokenizer`, absent for the Base CNN model). Metadata (JSON strings):
+:mod:`uar.visual.kinds`: semantic or pixel, absent for the Base CNN model). Metadata (JSON strings):
 
 =========================  ===============================================================
 ``format_version``         ``"1"``; files from a newer format are refused with a clear error
 ``uar_config``             :meth:`uar.config.UARConfig.to_dict`
 ``text_tokenizer``         :meth:`uar.text.tokenizer.TextTokenizer.to_dict`
-``visual_tokenizer_config`` ``VQConfig`` fields, or ``null`` for Base
+``visual_tokenizer_config`` ``SemanticConfig`` (``kind`` "semantic") or ``VQConfig`` fields;
+                           ``null`` for Base
 ``model_name``             e.g. ``"uar-iu-xray"``
 ``model_version``          e.g. ``"0.1.0"``
 ``train_config``           :meth:`uar.config.TrainConfig.to_dict` or ``null``
 ``metrics``                e.g. validation / test scores, ``{}`` when none
+``input_check``            optional: :meth:`uar.ood.InputCheck.metadata` (threshold, percentile,
+                           data), with tensors ``input_check.*``; absent = no input-domain check
 =========================  ===============================================================
 
 ``dtype=torch.float16`` stores the model's floating tensors in half precision (half the file size);
@@ -22,6 +25,8 @@ change. Training-resume state (optimizer, scheduler, RNG) is not part of this fi
 from __future__ import annotations
 
 import json
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,8 +37,10 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from uar.config import TrainConfig, UARConfig
 from uar.model import UAR
+from uar.ood import TENSOR_PREFIX as INPUT_CHECK_PREFIX
+from uar.ood import InputCheck
 from uar.text.tokenizer import TextTokenizer
-from uar.visual.vqvae import VisualTokenizer, VQConfig
+from uar.visual.kinds import AnyVisualTokenizer, build_visual_tokenizer
 
 FORMAT_VERSION = 1
 MODEL_PREFIX = "model."
@@ -48,6 +55,7 @@ METADATA_KEYS = (
     "train_config",
     "metrics",
 )
+INPUT_CHECK_KEY = "input_check"  # optional metadata key (older checkpoints lack it)
 
 
 @dataclass
@@ -57,8 +65,9 @@ class Checkpoint:
     cfg: UARConfig
     model: UAR
     text_tokenizer: TextTokenizer
-    visual_tokenizer: VisualTokenizer | None
+    visual_tokenizer: AnyVisualTokenizer | None
     meta: dict[str, Any]  # model_name, model_version, train_config, metrics, format_version
+    input_check: InputCheck | None = None  # None: the model has no input-domain check
 
 
 def _tensors(module: torch.nn.Module, prefix: str, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
@@ -75,18 +84,20 @@ def save_checkpoint(
     path: str | Path,
     model: UAR,
     text_tok: TextTokenizer,
-    visual_tok: VisualTokenizer | None,
+    visual_tok: AnyVisualTokenizer | None,
     *,
     name: str,
     version: str,
     train_cfg: TrainConfig | None = None,
     metrics: dict[str, Any] | None = None,
     dtype: torch.dtype | None = None,
+    input_check: InputCheck | None = None,
 ) -> Path:
     """Write ``model`` (+ tokenizers) to the single safetensors file ``path``; returns the path.
 
     ``visual_tok`` is required for LSU models and must be None for the Base CNN model. ``dtype``
-    (e.g. ``torch.float16``) converts the model's floating tensors for storage.
+    (e.g. ``torch.float16``) converts the model's floating tensors for storage. ``input_check``
+    (calibrated for these weights, :mod:`uar.ood`) is stored in float32 whatever ``dtype``.
     """
     cfg = model.cfg
     if text_tok.vocab_size != cfg.vocab_size:
@@ -119,12 +130,49 @@ def save_checkpoint(
         "train_config": json.dumps(train_cfg.to_dict() if train_cfg is not None else None),
         "metrics": json.dumps(metrics or {}),
     }
+    if input_check is not None:
+        _check_fits(input_check, cfg)
+        tensors.update(input_check.tensors())
+        metadata[INPUT_CHECK_KEY] = input_check.metadata()
+    return _write(path, tensors, metadata)
+
+
+def _write(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """Write a safetensors file atomically (temporary file, then rename); a replaced file keeps its
+    permission bits (a node running as another user must still read a recalibrated model)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
+    if path.exists():
+        os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
     tmp.replace(path)
     return path
+
+
+def _check_fits(check: InputCheck, cfg: UARConfig) -> None:
+    if tuple(check.mean.shape) != (cfg.n_views, cfg.d_model):
+        raise ValueError(
+            f"input check statistics {tuple(check.mean.shape)} do not fit the model"
+            f" ({cfg.n_views} views, d_model {cfg.d_model})"
+        )
+
+
+def write_input_check(path: str | Path, check: InputCheck | None, out: str | Path | None = None) -> Path:
+    """Store ``check`` in the checkpoint ``path`` (replacing any earlier one; ``None`` removes it).
+
+    Every other tensor and metadata entry is copied byte for byte (same weights, same reports);
+    the result goes to ``out`` (default: ``path`` itself, replaced atomically).
+    """
+    metadata = dict(read_metadata(path))
+    cfg = UARConfig.from_dict(json.loads(metadata["uar_config"]))
+    tensors = {k: v for k, v in load_file(str(path)).items() if not k.startswith(INPUT_CHECK_PREFIX)}
+    metadata.pop(INPUT_CHECK_KEY, None)
+    if check is not None:
+        _check_fits(check, cfg)
+        tensors.update(check.tensors())
+        metadata[INPUT_CHECK_KEY] = check.metadata()
+    return _write(out if out is not None else path, tensors, metadata)
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
@@ -183,7 +231,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     visual_tok = None
     vq = json.loads(metadata["visual_tokenizer_config"])
     if vq is not None:
-        visual_tok = VisualTokenizer(VQConfig.from_dict(vq))
+        visual_tok = build_visual_tokenizer(vq)
         try:
             visual_tok.load_state_dict(_strip(tensors, VISUAL_PREFIX))
         except RuntimeError as exc:
@@ -197,4 +245,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         "train_config": TrainConfig.from_dict(train_cfg) if train_cfg is not None else None,
         "metrics": json.loads(metadata["metrics"]),
     }
-    return Checkpoint(cfg, model, text_tok, visual_tok, meta)
+    input_check = None
+    if INPUT_CHECK_KEY in metadata:
+        try:
+            input_check = InputCheck.from_checkpoint(metadata[INPUT_CHECK_KEY], tensors)
+            _check_fits(input_check, cfg)
+        except (ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: bad input check: {exc}") from exc
+    return Checkpoint(cfg, model, text_tok, visual_tok, meta, input_check)

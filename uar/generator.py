@@ -8,13 +8,18 @@ labeler (:func:`uar.eval.labeler.label_report`) labels the findings and
 Inputs are the package's image convention: ``np.ndarray`` float32 (H, W) in [0, 1], display
 polarity (see :func:`uar.data.images.load_image`). A two-view model given no lateral image uses the
 frontal image in both slots; a one-view model ignores the lateral image.
+
+Every report carries the study's input-domain verdict (:mod:`uar.ood`): ``in_domain`` or
+``out_of_domain`` with its score and threshold when the checkpoint holds calibration data,
+``unchecked`` when it does not. With ``withhold_out_of_domain=True`` no findings are generated for
+out-of-domain studies: their report is :func:`withheld_report` (no findings, no labels).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +28,12 @@ import torch
 from uar.checkpoint import Checkpoint, load_checkpoint
 from uar.config import UARConfig
 from uar.data.images import to_tensor
-from uar.eval.labeler import label_report
+from uar.eval.labeler import OBSERVATIONS, label_report, label_sentence
 from uar.generation import beam_search, greedy
 from uar.modules.attention import int8_decoding
+from uar.ood import DomainVerdict, pool_views
 from uar.report import impression_from_labels
+from uar.text.cleaning import COMMA
 from uar.text.tokenizer import UNK
 
 DEFAULT_CHECKPOINT_NAME = "uar-default.safetensors"
@@ -48,20 +55,60 @@ class Report:
     model_name: str
     model_version: str
     token_ids: list[int]  # generated word ids, without bos/eos
+    domain: DomainVerdict = field(default_factory=DomainVerdict.unchecked)  # input-domain check
+    withheld: bool = False  # True: out of domain, nothing generated (findings hold the statement)
+
+
+def withheld_report(verdict: DomainVerdict, model_name: str, model_version: str) -> Report:
+    """The report of an out-of-domain study whose findings are withheld: the findings and the
+    impression state why, every label is "not mentioned", no word was generated."""
+
+    return Report(
+        findings=f"No findings are reported. {verdict.statement()} The model's findings are withheld;"
+        " the images need a radiologist's reading without an AI draft.",
+        impression="No impression: the findings were withheld (image outside the model's validated"
+        " input domain).",
+        labels=dict.fromkeys(OBSERVATIONS),
+        model_name=model_name,
+        model_version=model_version,
+        token_ids=[],
+        domain=verdict,
+        withheld=True,
+    )
 
 
 def readable_findings(text: str) -> str:
-    """R2Gen-cleaned text ("the heart is normal . lungs are clear .") -> "The heart is normal. Lungs
-    are clear." Sentences are capitalised unless they start with "xxxx"; ``<unk>`` words are dropped."""
+    """Decoded text ("the heart is normal , no effusion . lungs are clear .") -> prose: "The heart
+    is normal, no effusion. Lungs are clear."
+
+    Sentences are capitalised unless they start with "xxxx" and end in a full stop; commas are
+    attached to the word before them (a comma that opens or closes a sentence, or follows another,
+    is dropped); ``<unk>`` words and a word repeated right after itself are dropped; a one-word
+    sentence that names no finding ("Right.", unlike "Cardiomegaly.") is an orphan fragment and is
+    left out.
+    """
     sentences: list[str] = []
     for part in re.split(r"\s*\.\s*", text):
-        words = [w for w in part.split() if w != UNK]
+        words: list[str] = []
+        for w in part.split():
+            if w == UNK or (words and w == words[-1]) or (w == COMMA and not words):
+                continue
+            words.append(w)
+        while words and words[-1] == COMMA:
+            words.pop()
         if not words:
             continue
         if words[0] != ANONYMISED:
             words[0] = words[0][:1].upper() + words[0][1:]
-        sentences.append(" ".join(words) + ".")
+        sentence = " ".join(words).replace(f" {COMMA}", COMMA) + "."
+        if len(words) > 1 or _names_finding(sentence):
+            sentences.append(sentence)
     return " ".join(sentences)
+
+
+def _names_finding(sentence: str) -> bool:
+    """Whether the labeler reads an observation (other than "No Finding") in ``sentence``."""
+    return any(v is not None for k, v in label_sentence(sentence).items() if k != "No Finding")
 
 
 class ReportGenerator:
@@ -74,6 +121,7 @@ class ReportGenerator:
         if self.visual_tokenizer is not None:
             self.visual_tokenizer.eval()
         self.text_tokenizer = checkpoint.text_tokenizer
+        self.input_check = checkpoint.input_check
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> ReportGenerator:
@@ -124,6 +172,37 @@ class ReportGenerator:
         ids = self.visual_tokenizer.encode(images.flatten(0, 1))  # (B*V, L)
         return ids.view(b, v, -1)
 
+    def view_features(
+        self, studies: Sequence[tuple[np.ndarray, np.ndarray | None]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input-domain features (B, V, d) of studies and which views they supplied (B, V) bool."""
+        with torch.inference_mode():
+            embedding = self.model.embed_visual(self.visual_input(studies))
+        return pool_views(embedding, self.config.n_views), self._supplied(studies)
+
+    def _supplied(self, studies: Sequence[tuple[np.ndarray, np.ndarray | None]]) -> torch.Tensor:
+        supplied = torch.ones(len(studies), self.config.n_views, dtype=torch.bool)
+        if self.config.n_views == 2:
+            supplied[:, 1] = torch.tensor([lat is not None for _, lat in studies])
+        return supplied
+
+    def _verdicts(
+        self, embedding: torch.Tensor, studies: Sequence[tuple[np.ndarray, np.ndarray | None]]
+    ) -> list[DomainVerdict]:
+        if self.input_check is None:
+            return [DomainVerdict.unchecked() for _ in studies]
+        features = pool_views(embedding, self.config.n_views)
+        return self.input_check.verdicts(self.input_check.scores(features, self._supplied(studies)))
+
+    def check_domain(self, studies: Sequence[tuple[np.ndarray, np.ndarray | None]]) -> list[DomainVerdict]:
+        """The input-domain verdict of each study (``unchecked`` for a model without calibration)."""
+        if not studies:
+            return []
+        if self.input_check is None:
+            return [DomainVerdict.unchecked() for _ in studies]
+        features, supplied = self.view_features(studies)
+        return self.input_check.verdicts(self.input_check.scores(features, supplied))
+
     def generate(
         self,
         frontal: np.ndarray,
@@ -131,9 +210,15 @@ class ReportGenerator:
         *,
         beam_size: int = 3,
         int8: bool = False,
+        withhold_out_of_domain: bool = False,
     ) -> Report:
         """Write the report of one study (frontal and optional lateral image); see :meth:`generate_batch`."""
-        return self.generate_batch([(frontal, lateral)], beam_size=beam_size, int8=int8)[0]
+        return self.generate_batch(
+            [(frontal, lateral)],
+            beam_size=beam_size,
+            int8=int8,
+            withhold_out_of_domain=withhold_out_of_domain,
+        )[0]
 
     def generate_batch(
         self,
@@ -141,8 +226,12 @@ class ReportGenerator:
         *,
         beam_size: int = 3,
         int8: bool = False,
+        withhold_out_of_domain: bool = False,
     ) -> list[Report]:
         """Write the reports of several studies in one batched search; ``beam_size=1`` is greedy.
+
+        Each report carries its study's input-domain verdict; ``withhold_out_of_domain=True`` skips
+        the decoding of out-of-domain studies and returns :func:`withheld_report` for them.
 
         ``int8=True`` decodes with int8 copies of the weight matrices
         (:func:`uar.modules.attention.int8_decoding`): faster on CPU for one study at a time (docs/
@@ -152,14 +241,27 @@ class ReportGenerator:
         if not studies:
             return []
         visual = self.visual_input(studies)
-        with int8_decoding(int8):
-            if beam_size == 1:
-                ids = greedy(self.model, visual)
-            else:
-                ids = beam_search(self.model, visual, beam_size=beam_size)
+        with torch.inference_mode():
+            embedding = self.model.embed_visual(visual)  # (B, L_max, d), read by the check and decoder
+        verdicts = self._verdicts(embedding, studies)
+        keep = [i for i, v in enumerate(verdicts) if not (withhold_out_of_domain and v.out_of_domain)]
+        ids: list[list[int]] = []
+        if keep:
+            rows, rows_e = visual, embedding
+            if len(keep) < len(studies):
+                rows, rows_e = visual[keep], embedding[keep]
+            with int8_decoding(int8), self.model.reuse_visual_embedding(rows, rows_e):
+                if beam_size == 1:
+                    ids = greedy(self.model, rows)
+                else:
+                    ids = beam_search(self.model, rows, beam_size=beam_size)
+        generated = dict(zip(keep, ids, strict=True))
         reports = []
-        for token_ids in ids:
-            findings = readable_findings(self.text_tokenizer.decode(token_ids))
+        for i, verdict in enumerate(verdicts):
+            if i not in generated:
+                reports.append(withheld_report(verdict, self.name, self.version))
+                continue
+            findings = readable_findings(self.text_tokenizer.decode(generated[i]))
             labels = label_report(findings)
             reports.append(
                 Report(
@@ -168,7 +270,8 @@ class ReportGenerator:
                     labels=labels,
                     model_name=self.name,
                     model_version=self.version,
-                    token_ids=list(token_ids),
+                    token_ids=list(generated[i]),
+                    domain=verdict,
                 )
             )
         return reports

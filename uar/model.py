@@ -7,6 +7,9 @@ and their weighted sum); ``encode`` / ``init_decoding`` / ``decode_step`` are th
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +49,9 @@ class DecodeState:
         """Beam search: row i continues from old row ``rows[i]`` (always within the same study)."""
         if self.cache is not None:
             self.cache.reorder(rows)
+
+
+_REUSED = threading.local()  # (model id, visual tensor, its embedding) of reuse_visual_embedding
 
 
 class UAR(nn.Module):
@@ -101,8 +107,23 @@ class UAR(nn.Module):
         self.stage_id.fill_(value)
 
     # ----------------------------------------------------------------- embeddings and alignment
+    @contextmanager
+    def reuse_visual_embedding(self, visual: Tensor, embedding: Tensor) -> Iterator[None]:
+        """Within the block (this thread), :meth:`embed_visual` of this very ``visual`` tensor returns
+        ``embedding`` (B, L_max, d), computed once by the caller, instead of running the encoder again
+        (the input-domain check of :mod:`uar.ood` and the decoder read the same E^(I))."""
+        previous = getattr(_REUSED, "entry", None)
+        _REUSED.entry = (id(self), visual, embedding)
+        try:
+            yield
+        finally:
+            _REUSED.entry = previous
+
     def embed_visual(self, visual: Tensor) -> Tensor:
         """E^(I): token ids (B, V, L) or images (B, V, 1, S, S) -> (B, L_max, d)."""
+        reused = getattr(_REUSED, "entry", None)
+        if reused is not None and reused[0] == id(self) and reused[1] is visual:
+            return reused[2]
         v = self.cfg.n_views
         if self.cfg.visual_encoder == "lsu":
             if visual.dtype != torch.long or visual.dim() != 3 or visual.shape[1] != v:

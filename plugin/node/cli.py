@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from plugin.node.config import load_config
+from plugin.node.queue import INPUT_DOMAIN_EVENT
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -89,7 +90,8 @@ def _age(now: float, t: float | None) -> str:
 
 
 def status_report(db_path: Path, limit: int = 20) -> dict[str, Any]:
-    """Counts per state, the oldest age per state and the newest studies, read from the queue DB."""
+    """Counts per state, the oldest age per state, studies per input-domain verdict (the latest run
+    of each study the model read) and the newest studies, read from the queue DB."""
     if not db_path.is_file():
         raise FileNotFoundError(f"no node queue at {db_path} (has the node run with this storage_dir?)")
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
@@ -108,6 +110,13 @@ def status_report(db_path: Path, limit: int = 20) -> dict[str, Any]:
         for state, col in age_col.items():
             row = db.execute(f"SELECT COUNT(*), MIN({col}) FROM studies WHERE state = ?", (state,)).fetchone()
             states[state] = {"count": int(row[0]), "oldest_age_s": None if row[1] is None else now - row[1]}
+        domain = dict.fromkeys(("in_domain", "out_of_domain", "unchecked"), 0)
+        for verdict, count in db.execute(
+            "SELECT detail, COUNT(*) FROM events e WHERE kind = ? AND id = (SELECT MAX(id) FROM events"
+            " WHERE study_id = e.study_id AND kind = ?) GROUP BY detail",
+            (INPUT_DOMAIN_EVENT, INPUT_DOMAIN_EVENT),
+        ):
+            domain[verdict] = int(count)
         deliveries = {
             r[0]: {"count": int(r[1]), "oldest_age_s": now - r[2]}
             for r in db.execute("SELECT state, COUNT(*), MIN(next_attempt) FROM deliveries GROUP BY state")
@@ -136,7 +145,7 @@ def status_report(db_path: Path, limit: int = 20) -> dict[str, Any]:
             )
     finally:
         db.close()
-    return {"studies": states, "deliveries": deliveries, "recent": studies}
+    return {"studies": states, "deliveries": deliveries, "input_domain": domain, "recent": studies}
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -154,6 +163,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print("studies:    " + ", ".join(parts))
     dparts = [f"{s} {v['count']}" for s, v in sorted(report["deliveries"].items())]
     print("deliveries: " + (", ".join(dparts) or "none"))
+    print("input domain: " + ", ".join(f"{k} {v}" for k, v in report["input_domain"].items()))
     if report["recent"]:
         print(f"{'id':>6} {'state':<10} {'age':>6} {'inst':>5} {'tries':>5} {'sent':>5} {'wait':>5}  reason")
         for s in report["recent"]:

@@ -6,21 +6,30 @@ Example ``node.yaml`` (every key is optional; see docs/node.md)::
     bind: 0.0.0.0
     port: 11112
     sources: [{ae_title: ORTHANC, host: 127.0.0.1}]
-    destinations: [{name: pacs, ae_title: ORTHANC, host: 127.0.0.1, port: 4242}]
+    destinations:
+      - {name: pacs, ae_title: ORTHANC, host: 127.0.0.1, port: 4242}
+      - {name: cloud, type: dicomweb, url: https://dicom.example.org/dicom-web,
+         auth: {type: bearer, token_file: /etc/uar/token}, ca: /etc/uar/ca.pem}
     storage_dir: /var/lib/uar-node
     idle_timeout_s: 5
     model_path: null
+    ood_policy: withhold   # or flag: studies outside the model's validated input domain (docs/ood.md)
 """
 
 from __future__ import annotations
 
+import base64
+import ipaddress
 import re
 import ssl
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
+
+from uar.data.dicom_guard import DicomLimits
 
 # AE titles: up to 16 characters of the DICOM default repertoire, no backslash or control characters.
 _AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
@@ -44,12 +53,103 @@ class Source:
 
 @dataclass(frozen=True)
 class Destination:
-    """A C-STORE SCP that receives the node's SRs (MIG "destination")."""
+    """A C-STORE SCP that receives the node's SRs (MIG "destination"); ``type: dimse`` in YAML."""
 
     name: str
     ae_title: str
     host: str
     port: int
+    type: str = "dimse"
+
+
+@dataclass(frozen=True)
+class DicomWebAuth:
+    """HTTP authentication of a DICOMweb destination: ``basic`` (username + password) or ``bearer`` (token).
+
+    Secrets may be given inline or, better, as files (``password_file``, ``token_file``: the first
+    line is read at each request, so a rotated token is picked up without a restart).
+    """
+
+    type: str
+    username: str | None = None
+    password: str | None = None
+    password_file: str | None = None
+    token: str | None = None
+    token_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.type == "basic":
+            if not self.username or (self.password is None) == (self.password_file is None):
+                raise ValueError("auth basic needs username and one of password / password_file")
+        elif self.type == "bearer":
+            if (self.token is None) == (self.token_file is None):
+                raise ValueError("auth bearer needs one of token / token_file")
+        else:
+            raise ValueError(f"auth type must be 'basic' or 'bearer', got {self.type!r}")
+
+    def __repr__(self) -> str:
+        return f"DicomWebAuth(type={self.type!r}, username={self.username!r}, secrets hidden)"
+
+    def header(self) -> str:
+        """The ``Authorization`` header value."""
+
+        def secret(inline: str | None, path: str | None) -> str:
+            if inline is not None:
+                return inline
+            assert path is not None
+            return Path(path).read_text(encoding="utf-8").splitlines()[0].strip()
+
+        if self.type == "bearer":
+            return f"Bearer {secret(self.token, self.token_file)}"
+        pair = f"{self.username}:{secret(self.password, self.password_file)}".encode()
+        return f"Basic {base64.b64encode(pair).decode('ascii')}"
+
+
+@dataclass(frozen=True)
+class DicomWebDestination:
+    """A DICOMweb STOW-RS service (PS3.18 10.5) that receives the node's SRs; ``type: dicomweb`` in YAML.
+
+    ``url`` is the service root (``https://pacs/dicom-web``); the node POSTs to ``{url}/studies``.
+    ``ca``: CA bundle (PEM) that signs the server's certificate (default: the system's trust store).
+    Credentials are only sent over https, or over http to a loopback address.
+    """
+
+    name: str
+    url: str
+    type: str = "dicomweb"
+    auth: DicomWebAuth | None = None
+    ca: str | None = None
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"destination {self.name}: url must be http(s)://host[:port]/path, got {self.url!r}"
+            )
+        if parts.username or parts.password or parts.query or parts.fragment:
+            raise ValueError(f"destination {self.name}: no credentials, query or fragment in url (use auth)")
+        if self.auth is not None and parts.scheme == "http" and not _is_loopback(parts.hostname):
+            raise ValueError(f"destination {self.name}: credentials over plain http; use an https url")
+        if self.ca is not None and parts.scheme != "https":
+            raise ValueError(f"destination {self.name}: ca is only used with an https url")
+
+    @property
+    def stow_url(self) -> str:
+        """``{url}/studies``: the STOW-RS target (the study is named by the instances themselves)."""
+        return self.url.rstrip("/") + "/studies"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """Verifying TLS context (hostname checked) trusting ``ca`` or the system store."""
+        return ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -86,8 +186,19 @@ class NodeConfig:
     port: int = 11112
     require_called_aet: bool = True  # the association must name ``ae_title`` as called AE
     sources: tuple[Source, ...] = ()  # calling-AE whitelist; empty accepts any calling AE
-    max_associations: int = 10
-    max_pdu: int = 0  # 0 = unlimited (fastest with pynetdicom)
+    max_associations: int = 10  # concurrent established associations
+    max_associations_per_peer: int = 0  # established associations per peer IP; 0 = only max_associations
+    max_pending_connections: int = 64  # connections that have not yet sent their A-ASSOCIATE-RQ
+    max_pending_per_peer: int = 8  # the same, per peer IP
+    first_pdu_timeout_s: float = 5.0  # time a new connection has to deliver its A-ASSOCIATE-RQ
+    max_associate_rq_kb: int = 128  # longest A-ASSOCIATE-RQ PDU accepted (KiB)
+    association_idle_timeout_s: float = 60.0  # an association silent this long is aborted
+    max_pdu: int = 0  # maximum P-DATA PDU we receive; 0 = unlimited (bounded by max_dataset_mb)
+    max_dataset_mb: int = 64  # longest data set (after inflating a deflated one) accepted (MiB)
+    max_inflate_ratio: float = 100.0  # inflated / deflated size above 1 MiB inflated
+    max_elements: int = 20000  # data elements per data set, nested ones included
+    max_sequence_items: int = 5000  # sequence items and pixel data fragments per data set
+    max_sequence_depth: int = 12  # sequence nesting per data set
     tls: TLSConfig | None = None
     storage_dir: str = "uar-node-data"
     min_free_mb: int = 64  # refuse instances with 0xA700 below this much free disk
@@ -102,7 +213,8 @@ class NodeConfig:
     map_docker_host: str | None = None  # DOCKER_HOST of the MAP containers; None = docker's default
     map_run_args: tuple[str, ...] = ()  # extra ``docker run`` options (e.g. ["--cpus", "2"])
     app: dict[str, Any] | None = None  # plugin.settings.AppSettings keys (beam_size, write_pdf, ...)
-    destinations: tuple[Destination, ...] = ()
+    ood_policy: str | None = None  # "withhold" | "flag"; None = the app setting (default withhold)
+    destinations: tuple[Destination | DicomWebDestination, ...] = ()
     export_calling_ae: str | None = None  # calling AE for exports; None = ``ae_title``
     export_deadline_s: float = 86400.0  # give up on a delivery after this long
     export_backoff_s: float = 1.0  # first retry delay, doubled per attempt
@@ -123,7 +235,12 @@ class NodeConfig:
         if len(set(names)) != len(names):
             raise ValueError(f"destination names must be unique, got {names}")
         for d in self.destinations:
-            check_ae_title(d.ae_title, f"destinations[{d.name}].ae_title")
+            if isinstance(d, Destination):
+                if d.type != "dimse":
+                    raise ValueError(
+                        f"destination {d.name}: type must be 'dimse' or 'dicomweb', got {d.type!r}"
+                    )
+                check_ae_title(d.ae_title, f"destinations[{d.name}].ae_title")
             if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", d.name):
                 raise ValueError(f"destination name {d.name!r}: use letters, digits, '_', '-', '.'")
         if not 0 <= self.port < 65536 or not 0 <= self.metrics_port < 65536:
@@ -136,13 +253,47 @@ class NodeConfig:
             raise ValueError(f"runner must be 'app' or 'map', got {self.runner!r}")
         if self.runner == "map" and not self.map_image:
             raise ValueError("runner 'map' needs map_image (the MAP image to run per study)")
+        if self.ood_policy is not None and self.ood_policy not in ("withhold", "flag"):
+            raise ValueError(f"ood_policy must be 'withhold' or 'flag', got {self.ood_policy!r}")
+        positive = (
+            self.max_pending_connections,
+            self.max_pending_per_peer,
+            self.max_associate_rq_kb,
+            self.max_dataset_mb,
+            self.max_elements,
+            self.max_sequence_items,
+            self.max_sequence_depth,
+        )
+        if min(positive) < 1 or self.first_pdu_timeout_s <= 0 or self.association_idle_timeout_s <= 0:
+            raise ValueError("the connection and data set limits must be positive")
+        if self.max_associations_per_peer < 0 or self.max_pdu < 0 or self.max_inflate_ratio < 1:
+            raise ValueError("max_associations_per_peer and max_pdu must be >= 0, max_inflate_ratio >= 1")
         if self.log_format not in ("json", "kv"):
             raise ValueError(f"log_format must be 'json' or 'kv', got {self.log_format!r}")
+
+    @property
+    def dicom_limits(self) -> DicomLimits:
+        """The per-data-set limits (:class:`uar.data.dicom_guard.DicomLimits`) of this config."""
+        return DicomLimits(
+            max_bytes=self.max_dataset_mb * 2**20,
+            max_inflate_ratio=self.max_inflate_ratio,
+            max_elements=self.max_elements,
+            max_items=self.max_sequence_items,
+            max_depth=self.max_sequence_depth,
+        )
 
     @property
     def storage(self) -> Path:
         """``storage_dir`` as a ``Path``."""
         return Path(self.storage_dir)
+
+    @property
+    def app_settings(self) -> dict[str, Any]:
+        """The app's settings mapping: ``app`` with ``ood_policy`` applied when set."""
+        settings = dict(self.app or {})
+        if self.ood_policy is not None:
+            settings["ood_policy"] = self.ood_policy
+        return settings
 
     @property
     def scu_ae_title(self) -> str:
@@ -162,12 +313,26 @@ def _from_mapping(data: dict[str, Any]) -> dict[str, Any]:
             Source(ae_title=s) if isinstance(s, str) else Source(**s) for s in out["sources"] or ()
         )
     if "destinations" in out:
-        out["destinations"] = tuple(Destination(**d) for d in out["destinations"] or ())
+        out["destinations"] = tuple(_destination(d) for d in out["destinations"] or ())
     if "map_run_args" in out:
         out["map_run_args"] = tuple(str(a) for a in out["map_run_args"] or ())
     if out.get("tls") is not None:
         out["tls"] = TLSConfig(**out["tls"])
     return out
+
+
+def _destination(d: Any) -> Destination | DicomWebDestination:
+    """A ``destinations`` entry: ``type: dicomweb`` (with ``url``) or DIMSE (``type: dimse`` or absent)."""
+    if isinstance(d, Destination | DicomWebDestination):
+        return d
+    if not isinstance(d, dict):
+        raise ValueError(f"a destination must be a mapping, got {type(d).__name__}")
+    if d.get("type", "dimse") == "dicomweb":
+        d = dict(d)
+        if isinstance(d.get("auth"), dict):
+            d["auth"] = DicomWebAuth(**d["auth"])
+        return DicomWebDestination(**d)
+    return Destination(**d)
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> NodeConfig:

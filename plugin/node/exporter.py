@@ -1,11 +1,20 @@
-"""Export of SR (and PDF) instances by C-STORE to the configured destinations.
+"""Export of SR (and PDF) instances to the configured destinations: DIMSE C-STORE or DICOMweb STOW-RS.
 
 One thread per destination. Each round it takes the due pending deliveries of that destination
-from the queue, opens **one association per study**, sends the study's outputs and records each
-result: Success or a storage warning (0xB000, 0xB006, 0xB007) marks the delivery done; a refused
-association, a lost connection, no response or any failure status schedules a retry with
-exponential backoff until ``export_deadline_s``. Delivery state lives in SQLite, so a restart never
-re-sends what a destination has confirmed.
+from the queue and sends each study's outputs together, then records each result. Delivery state
+lives in SQLite, so a restart never re-sends what a destination has confirmed.
+
+* DIMSE (:class:`~plugin.node.config.Destination`): **one association per study**. Success or a
+  storage warning (0xB000, 0xB006, 0xB007) marks the delivery done; a refused association, a lost
+  connection, no response or any failure status schedules a retry.
+* DICOMweb (:class:`~plugin.node.config.DicomWebDestination`): **one STOW-RS request per study**
+  (:mod:`plugin.node.stow`). An instance in the response's FailedSOPSequence is retried (that
+  instance only); the others are delivered. No answer (connection refused or reset, TLS failure,
+  timeout) or HTTP 408, 429, 5xx retries the whole study; any other status too (e.g. 401 after a
+  token expired), with the status in the reason.
+
+Retries use exponential backoff (``export_backoff_s`` doubled per attempt, at most
+``export_backoff_max_s``) until ``export_deadline_s``.
 """
 
 from __future__ import annotations
@@ -17,10 +26,11 @@ import time
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
-from plugin.node.config import Destination, NodeConfig
+from plugin.node.config import Destination, DicomWebDestination, NodeConfig
 from plugin.node.log import event
 from plugin.node.metrics import Metrics
 from plugin.node.queue import Delivery, JobQueue
+from plugin.node.stow import stow
 
 STORED_STATUSES = frozenset({0x0000, 0xB000, 0xB006, 0xB007})
 
@@ -28,7 +38,9 @@ STORED_STATUSES = frozenset({0x0000, 0xB000, 0xB006, 0xB007})
 class Exporter:
     """Sends pending deliveries to one destination until stopped."""
 
-    def __init__(self, cfg: NodeConfig, dest: Destination, queue: JobQueue, metrics: Metrics) -> None:
+    def __init__(
+        self, cfg: NodeConfig, dest: Destination | DicomWebDestination, queue: JobQueue, metrics: Metrics
+    ) -> None:
         self.cfg = cfg
         self.dest = dest
         self.queue = queue
@@ -74,12 +86,44 @@ class Exporter:
         return ae
 
     def send_study(self, items: list[Delivery]) -> int:
-        """Send one study's pending outputs over a single association; returns how many were confirmed."""
+        """Send one study's pending outputs (one association or one STOW request); returns how many
+        were confirmed."""
+        if isinstance(self.dest, DicomWebDestination):
+            return self._stow_study(self.dest, items)
+        return self._store_study(self.dest, items)
+
+    def _stow_study(self, dest: DicomWebDestination, items: list[Delivery]) -> int:
+        try:
+            result = stow(dest, [d.path for d in items], self.cfg.export_timeout_s)
+        except OSError as exc:  # an output file cannot be read
+            for d in items:
+                self._retry(d, f"cannot read the output ({type(exc).__name__})")
+            return 0
+        if result.retry_all or result.error:
+            why = f"HTTP {result.status}" if result.status is not None else "no HTTP response"
+            why += f" ({result.error})" if result.error else ""
+            for d in items:
+                self._retry(d, why)
+            return 0
+        delivered = 0
+        for d in items:
+            if d.sop_uid in result.failed:
+                reason = result.failed[d.sop_uid]
+                code = f"0x{reason:04X}" if reason is not None else "no reason given"
+                self._retry(d, f"STOW FailedSOPSequence, FailureReason {code}")
+            elif d.sop_uid in result.stored or result.status == 200:
+                self._delivered(d)
+                delivered += 1
+            else:
+                self._retry(d, f"HTTP {result.status}, instance not confirmed in the STOW response")
+        return delivered
+
+    def _store_study(self, dest: Destination, items: list[Delivery]) -> int:
         ae = self._ae()
         for sop_class in sorted({d.sop_class for d in items}):
             ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
         tls_args = (self.cfg.tls.client_context(), None) if self.cfg.tls else None
-        assoc = ae.associate(self.dest.host, self.dest.port, ae_title=self.dest.ae_title, tls_args=tls_args)
+        assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title, tls_args=tls_args)
         if not assoc.is_established:
             why = "association rejected" if assoc.is_rejected else "no association (connection failed)"
             for d in items:

@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
 from typing import Any
 
@@ -61,11 +62,55 @@ def event(name: str, level: int = logging.INFO, /, **fields: Any) -> None:
     log.log(level, "%s", text, extra={"event": name, "fields": fields})
 
 
+class _LibraryHandler(logging.Handler):
+    """Turns any other logger's record (pydicom, pynetdicom, highdicom, warnings) into a PHI-free event.
+
+    Library messages quote received values (e.g. pydicom's "Invalid value for VR UI: '<value>'"),
+    so only the logger name, the level and a digest of the message text are kept.
+    """
+
+    _busy = threading.local()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith(LOGGER_NAME) or getattr(self._busy, "on", False):
+            return  # the node's own events (if propagated) and re-entrant calls
+        self._busy.on = True
+        try:
+            try:
+                text = record.getMessage()
+            except Exception:
+                text = str(record.msg)
+            digest = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:12]
+            event("library_log", record.levelno, source=record.name, digest=digest)
+        finally:
+            self._busy.on = False
+
+
 def setup_logging(fmt: str = "json", level: int = logging.INFO) -> None:
-    """Send the node's records to stderr as ``fmt`` ("json" or "kv"); quiet pynetdicom's own chatter."""
+    """Send the node's records to stderr as ``fmt`` ("json" or "kv"); quiet pynetdicom's own chatter.
+
+    Records of every other logger, and Python warnings, become ``library_log`` events without
+    their text (see :class:`_LibraryHandler`).
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter(fmt))
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    root = logging.getLogger()
+    root.handlers[:] = [_LibraryHandler()]
+    root.setLevel(logging.WARNING)
+    for name in ("pynetdicom", "pydicom", "highdicom"):
+        library = logging.getLogger(name)
+        library.setLevel(logging.WARNING)
+        library.handlers[:] = []
+        library.propagate = True
+    logging.captureWarnings(True)
+    threading.excepthook = _thread_error
+
+
+def _thread_error(args: threading.ExceptHookArgs) -> None:
+    """Uncaught exceptions in threads: an event with the exception type, not its text."""
+    name = args.exc_type.__name__ if args.exc_type is not None else "unknown"
+    thread = args.thread.name if args.thread is not None else "-"
+    event("thread_error", logging.ERROR, thread=re.sub(r"[^A-Za-z0-9_.@-]", "_", thread)[:40], error=name)

@@ -105,7 +105,7 @@ class MapPool:
             cfg.workers,
             cfg.map_image,
             cfg.model_path,
-            cfg.app,
+            cfg.app_settings or None,  # None: the image's own app.yaml
             cfg.study_timeout_s,
             cfg.map_docker_host,
             cfg.map_run_args,

@@ -22,6 +22,10 @@ class Metrics:
         "uar_node_studies_received_total": ("counter", "New studies (calling AE, StudyInstanceUID)."),
         "uar_node_studies_processed_total": ("counter", "Finished app runs by result."),
         "uar_node_srs_produced_total": ("counter", "SR documents produced by the app."),
+        "uar_node_studies_by_input_domain_total": (
+            "counter",
+            "Studies read by the model, by input-domain verdict (in_domain, out_of_domain, unchecked).",
+        ),
         "uar_node_exports_total": ("counter", "Delivered SR/PDF instances per destination."),
         "uar_node_export_failures_total": ("counter", "Failed export attempts per destination and kind."),
         "uar_node_queue_depth": ("gauge", "Studies per state in the job queue."),

@@ -82,6 +82,7 @@ CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(destination, state, next
 """
 
 STATES = ("receiving", "queued", "running", "done", "rejected", "failed")
+INPUT_DOMAIN_EVENT = "input_domain"  # event kind whose detail is a run's input-domain verdict
 
 
 @dataclass(frozen=True)

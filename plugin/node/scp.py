@@ -17,6 +17,7 @@ import logging
 import threading
 from typing import Any
 
+from pydicom import config as pydicom_config
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import (
@@ -45,13 +46,14 @@ from pynetdicom.sop_class import (
     SecondaryCaptureImageStorage,
     Verification,
 )
-from pynetdicom.transport import ThreadedAssociationServer
 
 from plugin.node.config import NodeConfig
+from plugin.node.guard import GuardedServer, GuardLimits
 from plugin.node.log import event, safe_ae, uid_hash
 from plugin.node.metrics import Metrics
 from plugin.node.queue import JobQueue
 from plugin.node.store import NO_SPACE_ERRNOS, InstanceStore, is_valid_uid, study_key
+from uar.data.dicom_guard import UnsafeDicom, check_dataset_bytes
 
 STORAGE_CLASSES = (
     ComputedRadiographyImageStorage,
@@ -99,7 +101,11 @@ class StorageSCP:
         self._open: dict[int, set[int]] = {}  # id(association) -> study ids it delivered to
         self._stats: dict[int, list[int]] = {}  # id(association) -> [stored, refused]
         self._hosts = {s.ae_title: s.host for s in cfg.sources if s.host}
-        self.server: ThreadedAssociationServer | None = None
+        self.server: GuardedServer | None = None
+        self.limits = cfg.dicom_limits
+        # Received values are checked by the node's own rules (UID grammar, limits); pydicom's
+        # per-value warnings would quote them in the log.
+        pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
         self.ae = self._build_ae()
 
     def _build_ae(self) -> AE:
@@ -109,6 +115,7 @@ class StorageSCP:
             ae.require_calling_aet = [s.ae_title for s in self.cfg.sources]
         ae.maximum_associations = self.cfg.max_associations
         ae.maximum_pdu_size = self.cfg.max_pdu
+        ae.network_timeout = self.cfg.association_idle_timeout_s
         ae.add_supported_context(Verification)
         for sop_class in STORAGE_CLASSES:
             ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
@@ -132,9 +139,27 @@ class StorageSCP:
             (evt.EVT_CONN_CLOSE, self._on_closed),
         ]
         ssl_context = self.cfg.tls.server_context() if self.cfg.tls else None
-        self.server = self.ae.start_server(
-            (self.cfg.bind, self.cfg.port), block=False, evt_handlers=handlers, ssl_context=ssl_context
+        cfg = self.cfg
+        max_dataset = cfg.max_dataset_mb * 2**20
+        limits = GuardLimits(
+            first_pdu_timeout_s=cfg.first_pdu_timeout_s,
+            max_associate_rq=cfg.max_associate_rq_kb * 1024,
+            max_pending=cfg.max_pending_connections,
+            max_pending_per_peer=cfg.max_pending_per_peer,
+            max_associations_per_peer=cfg.max_associations_per_peer,
+            max_pdu=cfg.max_pdu + 6 if cfg.max_pdu else max_dataset + 65536,
+            max_dataset=max_dataset,
         )
+        self.server = self.ae.make_server(
+            (cfg.bind, cfg.port),
+            evt_handlers=handlers,
+            ssl_context=ssl_context,
+            server_class=GuardedServer,
+            limits=limits,
+        )
+        thread = threading.Thread(target=self.server.serve_forever, name="scp-accept", daemon=True)
+        thread.start()
+        self.ae._servers.append(self.server)  # as AE.start_server does: AE.shutdown() stops it
         event(
             "scp_listening", ae=self.cfg.ae_title, bind=self.cfg.bind, port=self.port, tls=bool(ssl_context)
         )
@@ -208,19 +233,29 @@ class StorageSCP:
         allowed_host = self._hosts.get(calling)
         if allowed_host is not None and ev.assoc.requestor.address != allowed_host:
             return NOT_AUTHORISED, "calling host does not match the source", None, 0
+        req = ev.request
+        if not (is_valid_uid(req.AffectedSOPInstanceUID) and is_valid_uid(req.AffectedSOPClassUID)):
+            return NOT_MATCHING_SOP_CLASS, "malformed Affected SOP Class/Instance UID in the request", None, 0
+        syntax = str(ev.context.transfer_syntax)
+        try:
+            with req.DataSet.getbuffer() as encoded_view:
+                n_encoded = len(encoded_view)
+                check_dataset_bytes(encoded_view, syntax, self.limits)
+        except UnsafeDicom as exc:
+            return CANNOT_UNDERSTAND, f"data set refused: {exc}", None, 0
         try:
             ds = ev.dataset
-            check_complete(ds, len(ev.request.DataSet.getvalue()), ev.context.transfer_syntax)
+            check_complete(ds, n_encoded, syntax)
             for _ in ds.iterall():  # convert every element now: corrupt values fail here
                 pass
             sop_class = ds.get("SOPClassUID")
             sop_uid = ds.get("SOPInstanceUID")
             study_uid = ds.get("StudyInstanceUID")
+            series_uid = ds.get("SeriesInstanceUID")
         except Exception as exc:
             return CANNOT_UNDERSTAND, f"data set cannot be decoded ({type(exc).__name__})", None, 0
-        if not (is_valid_uid(sop_uid) and is_valid_uid(study_uid) and is_valid_uid(sop_class)):
-            return NOT_MATCHING_SOP_CLASS, "missing or malformed SOP Class/Instance or Study UID", None, 0
-        req = ev.request
+        if not all(is_valid_uid(u) for u in (sop_uid, study_uid, sop_class, series_uid)):
+            return NOT_MATCHING_SOP_CLASS, "missing or malformed SOP, Study or Series UID", None, 0
         if sop_class != req.AffectedSOPClassUID or sop_uid != req.AffectedSOPInstanceUID:
             return NOT_MATCHING_SOP_CLASS, "data set UIDs differ from the C-STORE request", None, 0
         if self.store.free_mb() < self.cfg.min_free_mb:

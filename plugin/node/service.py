@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -25,12 +26,13 @@ from plugin.node.exporter import Exporter
 from plugin.node.log import event
 from plugin.node.map_runner import MapPool
 from plugin.node.metrics import Labels, Metrics, MetricsServer
-from plugin.node.queue import JobQueue
+from plugin.node.queue import INPUT_DOMAIN_EVENT, Job, JobQueue
 from plugin.node.scp import StorageSCP
 from plugin.node.store import InstanceStore, make_dirs
 from plugin.node.worker import WorkerPool, WorkerResult
 
 TICK_S = 0.1  # scheduler period
+ERROR_LOG_EVERY_S = 10.0  # a failing scheduler step is logged at most once per this period
 
 
 class NodeService:
@@ -46,7 +48,9 @@ class NodeService:
         self.pool: WorkerPool | MapPool = (
             MapPool.from_config(cfg)
             if cfg.runner == "map"
-            else WorkerPool(cfg.workers, cfg.model_path, cfg.app, cfg.log_format, cfg.study_timeout_s)
+            else WorkerPool(
+                cfg.workers, cfg.model_path, cfg.app_settings, cfg.log_format, cfg.study_timeout_s
+            )
         )
         self.exporters = [Exporter(cfg, d, self.queue, self.metrics) for d in cfg.destinations]
         self.metrics_server = (
@@ -70,27 +74,46 @@ class NodeService:
         self._thread.start()
 
     def stop(self) -> None:
-        """Graceful shutdown: nothing acknowledged is lost, in-flight work finishes or is re-queued."""
+        """Graceful shutdown: nothing acknowledged is lost, in-flight work finishes or is re-queued.
+
+        Every step runs even when an earlier one fails (e.g. SQLite "database or disk is full"):
+        what could not be recorded is recovered at the next start from the queue's last state.
+        """
         event("node_stopping")
-        self.scp.stop_accepting()
+        failures: list[str] = []
+
+        def step(name: str, fn: Callable[[], object]) -> None:
+            try:
+                fn()
+            except Exception as exc:
+                failures.append(name)
+                event("shutdown_step_failed", logging.ERROR, step=name, error=type(exc).__name__)
+
+        step("stop_accepting", self.scp.stop_accepting)
+        step("drain_associations", self._drain_associations)
+        self._stop.set()
+        step("scheduler", self._thread.join)
+        outcome: dict[str, tuple[list[WorkerResult], list[Job]]] = {}
+        step("workers", lambda: outcome.setdefault("pool", self.pool.stop(self.cfg.shutdown_grace_s)))
+        results, unfinished = outcome.get("pool", ([], []))
+        for result in results:
+            step("record_result", lambda result=result: self._handle(result))
+        for job in unfinished:
+            step("requeue", lambda job=job: self.queue.requeue(job.study_id, "node shut down during the run"))
+        for exporter in self.exporters:
+            step("exporter", exporter.stop)
+        if self.metrics_server is not None:
+            step("metrics", self.metrics_server.stop)
+        step("queue", self.queue.close)
+        step("lock", lambda: os.close(self._lock_fd))
+        event("node_stopped", requeued=len(unfinished), failed_steps=len(failures))
+
+    def _drain_associations(self) -> None:
+        """Give open associations a moment to finish, then abort the rest."""
         deadline = time.monotonic() + min(self.cfg.shutdown_grace_s, 10.0)
         while self.scp.open_associations() and time.monotonic() < deadline:
             time.sleep(0.05)
         self.scp.abort_all()
-        self._stop.set()
-        self._thread.join()
-        results, unfinished = self.pool.stop(self.cfg.shutdown_grace_s)
-        for result in results:
-            self._handle(result)
-        for job in unfinished:
-            self.queue.requeue(job.study_id, "node shut down during the run")
-        for exporter in self.exporters:
-            exporter.stop()
-        if self.metrics_server is not None:
-            self.metrics_server.stop()
-        self.queue.close()
-        os.close(self._lock_fd)
-        event("node_stopped", requeued=len(unfinished))
 
     def run_forever(self) -> None:
         """Start, then block until SIGTERM or SIGINT, then :meth:`stop`."""
@@ -109,11 +132,17 @@ class NodeService:
 
     # --- scheduling -------------------------------------------------------------------------------
     def _loop(self) -> None:
+        last_logged, suppressed = -ERROR_LOG_EVERY_S, 0
         while not self._stop.is_set():
             try:
                 self.tick()
             except Exception as exc:  # the scheduler must survive anything; the state is in SQLite
-                event("scheduler_error", logging.ERROR, error=f"{type(exc).__name__}: {exc}"[:300])
+                now = time.monotonic()
+                if now - last_logged >= ERROR_LOG_EVERY_S:  # a full disk fails every tick: rate-limit
+                    event("scheduler_error", logging.ERROR, error=type(exc).__name__, suppressed=suppressed)
+                    last_logged, suppressed = now, 0
+                else:
+                    suppressed += 1
             self._stop.wait(TICK_S)
 
     def tick(self) -> None:
@@ -153,13 +182,14 @@ class NodeService:
         outbox = self._outbox.pop(job.study_id, self.store.root / "outbox" / job.key / job.run)
         if r.kind == "ok":
             self.metrics.observe("uar_node_app_seconds", r.seconds)
+            self._record_verdicts(job.study_id, r.verdicts)
         if r.kind == "ok" and r.srs:
             files = [("sr", p) for p in r.srs] + [("pdf", p) for p in r.pdfs]
             try:
                 accepted = self.store.accept_outputs([p for _, p in files], outbox)
                 outputs = [(kind, dst, *_uids(dst)) for (kind, _), dst in zip(files, accepted, strict=True)]
             except Exception as exc:
-                self._failed(r, f"cannot accept the app's output ({type(exc).__name__}: {exc})"[:300])
+                self._failed(r, f"cannot accept the app's output ({type(exc).__name__})")
                 return
             state = self.queue.finish_done(
                 job.study_id, outputs, [d.name for d in self.cfg.destinations], self.cfg.export_deadline_s
@@ -188,6 +218,14 @@ class NodeService:
         else:
             self._failed(r, r.reason or r.kind)
         self.store.clean_work(job.key, job.run)
+
+    def _record_verdicts(self, study_id: int, verdicts: list[str]) -> None:
+        """Count the run's input-domain verdicts (metrics) and keep them in the study's history."""
+        for verdict in verdicts:
+            self.metrics.inc("uar_node_studies_by_input_domain_total", verdict=verdict)
+            self.queue.add_event(study_id, INPUT_DOMAIN_EVENT, verdict)
+        if any(v == "out_of_domain" for v in verdicts):
+            event("study_out_of_domain", logging.WARNING, study_id=study_id)
 
     def _failed(self, r: WorkerResult, reason: str) -> None:
         job = r.job

@@ -20,22 +20,15 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import re
 import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-# PS3.5 §9.1: components of digits without leading zeros, separated by dots, at most 64 characters.
-_UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+from uar.data.dicom_guard import is_valid_uid as is_valid_uid  # re-exported for the SCP
 
 # errno values that mean "the disk cannot take this" and map to C-STORE status 0xA700.
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-
-
-def is_valid_uid(uid: object) -> bool:
-    """True if ``uid`` is a string that follows the DICOM UID grammar (PS3.5 §9.1)."""
-    return isinstance(uid, str) and 0 < len(uid) <= 64 and _UID_RE.match(uid) is not None
 
 
 def study_key(calling_ae: str, study_uid: str) -> str:

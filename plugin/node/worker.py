@@ -15,6 +15,7 @@ import multiprocessing as mp
 import os
 import resource
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -30,8 +31,30 @@ MODEL_RETRY_S = 30.0  # pause before restarting a worker whose model failed to l
 _MAX_REASON = 300  # characters of an exception message kept as a failure reason
 
 
-def _reason(exc: BaseException) -> str:
+PARENT_POLL_S = 0.2  # how often a worker checks that the node process is still alive
+
+
+def _reason(exc: BaseException, *, with_text: bool = True) -> str:
+    """A failure reason; ``with_text=False`` for runs on received data (the text can quote values)."""
+    if not with_text:
+        return f"{type(exc).__name__} in the app"
     return f"{type(exc).__name__}: {exc}"[:_MAX_REASON]
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """End this worker as soon as the node process is gone (e.g. after ``kill -9``).
+
+    Linux ``PR_SET_PDEATHSIG`` fires when the *thread* that started the worker ends (the node's
+    scheduler thread), so a watch thread on ``os.getppid()`` is used instead: it works whatever
+    thread spawned the worker and needs no platform call.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_POLL_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _raise_stack_limit(n_bytes: int) -> None:
@@ -52,13 +75,21 @@ def _send(conn: Connection, msg: tuple[Any, ...]) -> bool:
 
 
 def worker_main(
-    conn: Connection, model_path: str | None, app: dict[str, Any] | None, log_format: str
+    conn: Connection,
+    model_path: str | None,
+    app: dict[str, Any] | None,
+    log_format: str,
+    parent_pid: int | None = None,
 ) -> None:
     """Body of a worker process: load the generator once, then run ``run_app`` per received job.
 
     Messages to the parent: ``("ready", pid)``, ``("fatal", reason)``, ``("ok", study_id, srs,
-    pdfs, rejections, seconds)``, ``("error", study_id, reason, seconds)``. A ``None`` job ends it.
+    pdfs, rejections, seconds, verdicts)`` (``verdicts``: the input-domain verdict of each study the
+    model read), ``("error", study_id, reason, seconds)``. A ``None`` job ends it.
+    The worker ends by itself when ``parent_pid`` (the node) is gone.
     """
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
     setup_logging(log_format)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when workers stop
     os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "ERROR")  # keep the node's log structured
@@ -95,9 +126,10 @@ def worker_main(
                 [str(p) for p in getattr(result, "pdfs", [])],
                 rejections,
                 time.monotonic() - t0,
+                list(getattr(result, "verdicts", [])),
             )
         except Exception as exc:
-            msg = ("error", study_id, _reason(exc), time.monotonic() - t0)
+            msg = ("error", study_id, _reason(exc, with_text=False), time.monotonic() - t0)
         if not _send(conn, msg):
             return
 
@@ -113,6 +145,7 @@ class WorkerResult:
     rejections: list[str] = field(default_factory=list)
     reason: str = ""
     seconds: float = 0.0
+    verdicts: list[str] = field(default_factory=list)  # input-domain verdicts (uar.ood)
 
 
 @dataclass
@@ -144,7 +177,9 @@ class WorkerPool:
 
     def _start(self, slot: _Slot) -> None:
         parent, child = self.ctx.Pipe()
-        proc = self.ctx.Process(target=worker_main, args=(child, *self.args), name="uar-worker", daemon=True)
+        proc = self.ctx.Process(
+            target=worker_main, args=(child, *self.args, os.getpid()), name="uar-worker", daemon=True
+        )
         proc.start()
         child.close()
         slot.proc, slot.conn, slot.ready, slot.job = proc, parent, False, None
@@ -213,10 +248,17 @@ class WorkerPool:
         if job is None or job.study_id != msg[1]:
             return []
         if kind == "ok":
-            _, _, srs, pdfs, rejections, seconds = msg
+            _, _, srs, pdfs, rejections, seconds, verdicts = msg
             return [
                 WorkerResult(
-                    job, "ok", [Path(p) for p in srs], [Path(p) for p in pdfs], rejections, "", seconds
+                    job,
+                    "ok",
+                    [Path(p) for p in srs],
+                    [Path(p) for p in pdfs],
+                    rejections,
+                    "",
+                    seconds,
+                    list(verdicts),
                 )
             ]
         return [WorkerResult(job, "error", reason=msg[2], seconds=msg[3])]

@@ -126,6 +126,7 @@ def test_visual_token_cache(r2gen_root: Path, tmp_path: Path) -> None:
     assert torch.equal(s.tokens[0], vt.encode(view[None])[0])
     assert ds.precompute_tokens() == 12 - 2  # 6 studies x 2 views, both views of ds[0] already cached
     assert cache_file.is_file() and len(cache) == 12 * (1 + 3)
+    assert not list(tmp_path.glob("*.tmp"))  # written atomically
 
     loaded = VisualTokenCache(vt, cache_file, n_crops=3)
     assert len(loaded) == len(cache)

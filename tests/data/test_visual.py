@@ -47,19 +47,6 @@ def test_shapes_and_no_gradient() -> None:
         VQConfig(image_size=100)
 
 
-def test_encode_is_fast_enough_for_cpu() -> None:
-    import time
-
-    tok = VisualTokenizer(VQConfig()).eval()
-    x = torch.rand(1, 1, 112, 112)
-    tok.encode(x)
-    start = time.perf_counter()
-    for _ in range(10):
-        tok.encode(x)
-    per_image = (time.perf_counter() - start) / 10
-    assert per_image < 0.05, f"encode took {per_image * 1e3:.1f} ms per image"
-
-
 def test_training_on_real_radiographs(covid_pngs: list[Path], tmp_path: Path) -> None:
     out = tmp_path / "tok.safetensors"
     report = train_tokenizer(covid_pngs, out, TINY, epochs=4, batch_size=8, seed=0)
@@ -93,7 +80,8 @@ def test_cli_on_annotation(shared_data: Path, covid_pngs: list[Path], tmp_path: 
     ann = shared_data / "covid_chestxray" / "annotation.json"
     assert len(collect_image_paths(ann)) == 347  # train split of the R2Gen-format annotation
     out = tmp_path / "cli" / "tok.safetensors"
-    argv = ["tokenizer", "train", "--images", str(ann), "--out", str(out), "--codebook", "32"]
+    argv = ["tokenizer", "train", "--kind", "pixel", "--images", str(ann), "--out", str(out)]
+    argv += ["--codebook", "32"]
     argv += ["--epochs", "1", "--batch", "8", "--max-images", "16", "--hidden", "16"]
     parser = argparse.ArgumentParser(prog="uar")
     tokenizer_cli.register(parser.add_subparsers(dest="command", required=True))

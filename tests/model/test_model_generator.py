@@ -110,7 +110,10 @@ def test_generate_cli(tiny_paths, shared_data, dicom_dir, capsys):
     dcm = dicom_dir / "dwv__gdcm-CR-MONO1-10-chest.dcm"
     assert run_cli(["generate", str(png), str(dcm), "--checkpoint", str(tiny_paths["uar2"]), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"findings", "impression", "labels", "model_name", "model_version", "token_ids"}
+    assert set(out) == {
+        "findings", "impression", "labels", "model_name", "model_version", "token_ids", "domain", "withheld",
+    }  # fmt: skip
+    assert out["domain"] == {"verdict": "unchecked", "score": None, "threshold": None}
     gen = ReportGenerator.load(tiny_paths["uar2"])
     assert out["token_ids"] == gen.generate(load_image(png), load_image(dcm)).token_ids
     assert run_cli(["generate", str(dcm), "--checkpoint", str(tiny_paths["base2"]), "--beam", "1"]) == 0

@@ -7,8 +7,6 @@ decoding of the saved checkpoint reproduce every reference token sequence.
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from tests.train.conftest import tiny_model_cfg, tiny_train_cfg, write_r2gen_dataset
@@ -26,11 +24,8 @@ def test_tiny_model_overfits_8_studies(shared_data, tiny_visual_tokenizer, tmp_p
         batch_size=8, lr=3e-3, epochs_stage1=150, epochs_stage2=20, eval_every=50, step_size=1000,
         extra={"vocab_threshold": 1, "augment": False},
     )  # fmt: skip
-    started = time.perf_counter()
     best = train(data, tmp_path / "run", model_cfg, train_cfg, visual_tokenizer_path=tiny_visual_tokenizer,
                  progress=False)  # fmt: skip
-    seconds = time.perf_counter() - started
-    assert seconds < 60, f"overfitting took {seconds:.1f} s"
 
     ckpt = load_checkpoint(best)
     assert ckpt.meta["metrics"]["bleu_4"] > 0.99

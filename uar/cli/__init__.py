@@ -20,7 +20,7 @@ from uar import __version__
 from uar.heap import fix_mmap_threshold
 
 # Sub-command modules of this package, in the order ``uar --help`` lists them.
-_BUILTIN = ("generate", "label", "evaluate", "train", "tokenizer", "data", "export")
+_BUILTIN = ("generate", "label", "evaluate", "train", "tokenizer", "data", "export", "calibrate")
 
 
 def build_parser() -> argparse.ArgumentParser:

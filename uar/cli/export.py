@@ -9,6 +9,10 @@ The model weights are stored in float16 with ``--fp16`` (half the size; loaded b
 visual tokenizer stays float32 so its token ids do not change. ``--weights-from RUN/last.pt`` ships the
 weights of a run's resume file (the model at the end of its last epoch) instead of the checkpoint's
 own, with the checkpoint's configuration and tokenizers; both must come from the same run.
+
+The input-domain check (docs/ood.md) is copied from the input checkpoint when the weights are its
+own; with ``--weights-from`` it no longer fits them and is dropped. ``--calibration-data DIR``
+(the model's R2Gen training data) calibrates the exported file itself, weights as stored (fp16).
 """
 
 from __future__ import annotations
@@ -44,6 +48,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="LAST_PT",
         help="take the model weights from this resume file (a run's last.pt) of the same run",
     )
+    p.add_argument(
+        "--calibration-data",
+        type=Path,
+        metavar="DIR",
+        help="calibrate the input-domain check of the exported file on this R2Gen dataset (train + val)",
+    )
     p.set_defaults(func=run)
 
 
@@ -72,6 +82,15 @@ def run(args: argparse.Namespace) -> int:
         except (FileNotFoundError, ValueError) as exc:
             print(f"uar export: {exc}", file=sys.stderr)
             return 2
+    input_check = ckpt.input_check
+    if args.weights_from is not None and input_check is not None:
+        input_check = None
+        if args.calibration_data is None:
+            print(
+                "uar export: the input check does not fit the new weights and is dropped;"
+                " pass --calibration-data DIR or run `uar calibrate`",
+                file=sys.stderr,
+            )
     metrics = ckpt.meta["metrics"]
     if args.metrics is not None:
         metrics = json.loads(args.metrics.read_text(encoding="utf-8"))
@@ -85,6 +104,12 @@ def run(args: argparse.Namespace) -> int:
         train_cfg=ckpt.meta["train_config"],
         metrics=metrics,
         dtype=torch.float16 if args.fp16 else None,
+        input_check=input_check,
     )
+    if args.calibration_data is not None:
+        from uar.calibration import calibrate_checkpoint, describe
+
+        _, check = calibrate_checkpoint(out, args.calibration_data)
+        print(describe(check))
     print(f"{out} ({out.stat().st_size / 2**20:.1f} MiB)")
     return 0

@@ -7,7 +7,10 @@ Examples::
 
 Images are PNG, JPEG or DICOM files (recognised by content). Without ``--checkpoint`` the embedded
 default model is used. The impression is derived from the generated findings by the rule-based
-labeler, not generated.
+labeler, not generated. The input-domain verdict (docs/ood.md) is printed with the report:
+``in_domain`` / ``out_of_domain`` with score and threshold, or ``unchecked`` for a model without
+calibration data; ``--withhold`` prints no findings for an out-of-domain study (as the node's
+default policy does).
 """
 
 from __future__ import annotations
@@ -37,6 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--int8", action="store_true", help="decode with int8 weight copies (faster; wording may differ)"
     )
+    p.add_argument(
+        "--withhold",
+        action="store_true",
+        help="write no findings when the image is outside the model's validated input domain",
+    )
     p.set_defaults(func=run)
 
 
@@ -49,11 +57,22 @@ def run(args: argparse.Namespace) -> int:
     frontal = load_image(args.images[0])
     lateral = load_image(args.images[1]) if len(args.images) == 2 else None
     generator = ReportGenerator.load(args.checkpoint)
-    report = generator.generate(frontal, lateral, beam_size=args.beam, int8=args.int8)
+    report = generator.generate(
+        frontal, lateral, beam_size=args.beam, int8=args.int8, withhold_out_of_domain=args.withhold
+    )
     if args.json:
         print(json.dumps(dataclasses.asdict(report)))
+        return 0
+    domain = report.domain
+    if domain.out_of_domain:
+        print("WARNING: OUTSIDE THE MODEL'S VALIDATED INPUT DOMAIN. " + domain.statement())
+    print(f"FINDINGS: {report.findings}")
+    label = "IMPRESSION" if report.withheld else "IMPRESSION (derived from the findings)"
+    print(f"{label}: {report.impression}")
+    print(f"Model: {report.model_name} {report.model_version}")
+    verdict = domain.verdict.replace("_", " ")
+    if domain.score is not None:
+        print(f"Input domain: {verdict} (score {domain.score:.2f}, threshold {domain.threshold:.2f})")
     else:
-        print(f"FINDINGS: {report.findings}")
-        print(f"IMPRESSION (derived from the findings): {report.impression}")
-        print(f"Model: {report.model_name} {report.model_version}")
+        print("Input domain: unchecked (this model has no input check; calibrate it with `uar calibrate`)")
     return 0

@@ -61,7 +61,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--vocab-threshold", type=int, help="keep words seen >= N times in train (3 IU / 10 MIMIC)"
     )
+    p.add_argument(
+        "--punctuation",
+        action="store_true",
+        help="keep commas as tokens so generated reports keep their clauses (metrics score the "
+        "R2Gen form without them)",
+    )
+    p.add_argument(
+        "--init-visual-embeddings",
+        choices=("random", "codebook"),
+        help="LSU's W_I: random (Xavier, the paper's) or the visual tokenizer's code vectors projected to d",
+    )
     p.add_argument("--n-crops", type=int, help="fixed training crops per image in the token cache (5)")
+    p.add_argument(
+        "--token-cache",
+        type=Path,
+        help="visual-token cache file, shareable by runs of one data set and tokenizer "
+        "(RUN/visual_tokens.safetensors)",
+    )
     p.add_argument("--no-augment", action="store_true", help="train on the plain resize (no crops)")
     p.add_argument("--save-every", type=int, default=0, help="also write last.pt every N steps")
     p.add_argument("--max-steps", type=int, help="stop after N optimisation steps (resume later)")
@@ -123,6 +140,12 @@ def configs_from_args(args: argparse.Namespace) -> tuple[UARConfig, TrainConfig]
         extra["n_crops"] = args.n_crops
     if args.no_augment:
         extra["augment"] = False
+    if args.punctuation:
+        extra["punctuation"] = True
+    if args.token_cache is not None:
+        extra["token_cache"] = str(args.token_cache)
+    if args.init_visual_embeddings is not None:
+        extra["init_visual_embeddings"] = args.init_visual_embeddings
     train_changes["extra"] = extra
     if args.single_stage:
         train_changes["two_stage"] = False

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from tqdm import tqdm
 
 from uar.data.images import crop, load_image, to_tensor, train_resize
 from uar.text.tokenizer import TextTokenizer
-from uar.visual.vqvae import VisualTokenizer
+from uar.visual.kinds import AnyVisualTokenizer
 
 __all__ = [
     "Batch",
@@ -137,7 +138,7 @@ def crop_offsets(image_size: int, n_crops: int) -> list[tuple[int, int]]:
 
 
 class VisualTokenCache:
-    """Visual token ids per (image, crop), computed once with a frozen :class:`VisualTokenizer`.
+    """Visual token ids per (image, crop), computed once with a frozen visual tokenizer (either kind).
 
     Keys are ``"<image key>|<crop>"`` where crop is ``full`` (inference: resize to S) or ``c<i>``
     (training: the i-th of :func:`crop_offsets`). Training draws one of the ``n_crops`` fixed crops
@@ -148,7 +149,9 @@ class VisualTokenCache:
 
     FORMAT = "uar-visual-token-cache/1"
 
-    def __init__(self, tokenizer: VisualTokenizer, path: str | Path | None = None, n_crops: int = 5) -> None:
+    def __init__(
+        self, tokenizer: AnyVisualTokenizer, path: str | Path | None = None, n_crops: int = 5
+    ) -> None:
         self.tokenizer = tokenizer.eval()
         self.image_size = tokenizer.config.image_size
         self.n_crops = n_crops
@@ -190,7 +193,9 @@ class VisualTokenCache:
             "n_crops": str(self.n_crops),
             "keys": json.dumps(keys),
         }
-        save_file({"ids": ids.to(torch.int16).contiguous()}, str(target), metadata=meta)
+        tmp = target.with_name(target.name + f".{os.getpid()}.tmp")
+        save_file({"ids": ids.to(torch.int16).contiguous()}, str(tmp), metadata=meta)
+        tmp.replace(target)  # atomic: trainings sharing one cache file never read a partial one
         return target
 
     @staticmethod
@@ -214,16 +219,23 @@ class VisualTokenCache:
 
     def fill(self, image_key: str, path: Path) -> None:
         """Load the image once and compute the tokens of all its crops (and of the full view)."""
-        img = load_image(path)
+        self.fill_many([(image_key, path)])
+
+    def fill_many(self, items: Sequence[tuple[str, Path]]) -> None:
+        """:meth:`fill` for several ``(image key, path)`` pairs with one tokenizer call (a batch of
+        ``len(items) * (1 + n_crops)`` views)."""
         crops: list[int | None] = [None, *range(self.n_crops)]
-        views = torch.stack([self.view(img, c) for c in crops])  # (1 + n_crops, 1, S, S)
-        device = self.tokenizer.quantizer.codebook.device
-        ids = self.tokenizer.encode(views.to(device)).cpu()  # (1 + n_crops, L)
-        for c, row in zip(crops, ids, strict=True):
-            self._ids[self.key(image_key, c)] = row.clone()
+        views = torch.stack(
+            [self.view(load_image(path), c) for _, path in items for c in crops]
+        )  # (N * (1 + n_crops), 1, S, S)
+        device = next(self.tokenizer.buffers()).device
+        ids = self.tokenizer.encode(views.to(device)).cpu()  # (N * (1 + n_crops), L)
+        keys = [self.key(image_key, c) for image_key, _ in items for c in crops]
+        for key, row in zip(keys, ids, strict=True):
+            self._ids[key] = row.clone()
 
 
-def _fingerprint(tokenizer: VisualTokenizer) -> str:
+def _fingerprint(tokenizer: AnyVisualTokenizer) -> str:
     """SHA-256 over the tokenizer config and weights (16 hex digits)."""
     h = hashlib.sha256(json.dumps(tokenizer.config.to_dict(), sort_keys=True).encode())
     for name, t in sorted(tokenizer.state_dict().items()):
@@ -318,23 +330,24 @@ class ReportDataset(Dataset[Study]):
                 images.append(to_tensor(img, self.image_size))
         return Study(record.id, images, record.report, ids, record.labels)
 
-    def precompute_tokens(self, save: bool = True) -> int:
-        """Fill the token cache for every image of this dataset (all crops); returns images encoded.
+    def precompute_tokens(self, save: bool = True, batch_size: int = 16) -> int:
+        """Fill the token cache for every image of this dataset (all crops), ``batch_size`` images
+        per tokenizer call; returns images encoded.
 
         Run it before training with DataLoader workers: entries computed inside workers are lost.
         """
         if self.token_cache is None:
             raise ValueError("dataset has no token cache")
-        cache, done = self.token_cache, 0
+        cache = self.token_cache
         paths = {p for r in self.records for p in self.view_paths(r)}
-        for p in tqdm(sorted(paths), desc="visual tokens", unit="img", disable=None):
-            key = self._image_key(p)
-            if cache.key(key, None) not in cache:
-                cache.fill(key, p)
-                done += 1
-        if save and cache.path is not None and done:
+        todo = [(k, p) for p in sorted(paths) if cache.key(k := self._image_key(p), None) not in cache]
+        with tqdm(total=len(todo), desc="visual tokens", unit="img", disable=None) as bar:
+            for start in range(0, len(todo), batch_size):
+                cache.fill_many(todo[start : start + batch_size])
+                bar.update(len(todo[start : start + batch_size]))
+        if save and cache.path is not None and todo:
             cache.save()
-        return done
+        return len(todo)
 
 
 def read_annotation(path: str | Path) -> dict[str, list[dict[str, Any]]]:

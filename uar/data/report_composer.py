@@ -66,6 +66,19 @@ _BLACKLIST = re.compile(
     r"\bor\b[^.]*\brepresent|could|may|might|possib|probab|likely|suspect|concern|question|believ|"
     r"otherwise|interim|develop|upper limit|top limit|top normal|borderline|:|\.\."
 )
+# Sentences that do not read as prose a radiologist would sign: a doubled word ("There there is"),
+# corpus garbles ("Heart size is as is within", "normal appearance the cardiomediastinal"),
+# characters other than letters, digits, spaces, commas, hyphens and the final full stop.
+_GARBLED = re.compile(
+    r"\b(\w+)\s+\1\b|\bas is within\b|\bappearance the\b|[^A-Za-z0-9 ,\-.]|[.,]\S", re.IGNORECASE
+)
+# A two-word sentence must state something ("No effusion.", "Lungs clear.", "Mild cardiomegaly."),
+# not name a body part ("Left ankle.", "Thoracic spine.").
+_TELEGRAPHIC = re.compile(
+    r"^(?:no|mild|moderate|marked|severe|normal|clear|hyperexpanded|hyperinflated)\b|"
+    r"\b(?:normal|clear|unremarkable|noted)\.$",
+    re.IGNORECASE,
+)
 # Words a distractor sentence (hyperinflation, scoliosis) may use although blacklisted otherwise.
 _DISTRACTOR_OK = re.compile(r"hyperexpan|hyperinflat|scolio|spine")
 _SIDE = {
@@ -120,6 +133,16 @@ def split_report(text: str) -> list[str]:
     return out
 
 
+def reads_as_prose(sentence: str, *, states_finding: bool = False) -> bool:
+    """Whether a corpus sentence can go into a report as it is: capitalised, one final full stop,
+    no doubled word or known garble, and a statement rather than an orphan fragment (a two-word
+    sentence must name a finding, ``states_finding``, or say something of a structure)."""
+    words = sentence.split()
+    if not words or not sentence[0].isupper() or not sentence.endswith(".") or _GARBLED.search(sentence[:-1]):
+        return False
+    return len(words) > 2 or states_finding or bool(_TELEGRAPHIC.search(sentence))
+
+
 @dataclass
 class SentenceBank:
     """Usable sentences indexed by the observations of their signature (``by_obs[""]``: empty ones)."""
@@ -145,6 +168,8 @@ class SentenceBank:
                 continue
             seen.add(norm)
             sig = _signature(text)
+            if not reads_as_prose(text, states_finding=any(v == 1 for _, v in sig)):
+                continue
             if any(v == -1 for _, v in sig):
                 continue
             if _BLACKLIST.search(_DISTRACTOR_OK.sub("", norm) if not sig else norm):

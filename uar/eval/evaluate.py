@@ -97,7 +97,7 @@ def checkpoint_dataset(ckpt: Checkpoint) -> str:
 
 def reference_text(tok: TextTokenizer, report: str, *, r2gen_references: bool) -> str:
     """The reference a hypothesis is scored against: cleaned text, or R2Gen's ``decode(encode(report))``."""
-    return tok.decode(tok.encode(report)) if r2gen_references else tok.clean(report)
+    return tok.scored(tok.decode(tok.encode(report))) if r2gen_references else tok.clean(report)
 
 
 def _as_array(image: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -196,7 +196,7 @@ def evaluate_checkpoint(
         raw_refs.extend(reports)
         gt_labels.extend(s.labels or None for s in studies)
 
-    hyps = [tok.decode(ids) for ids in hyp_ids]
+    hyps = [tok.scored(tok.decode(ids)) for ids in hyp_ids]  # R2Gen's form: no comma tokens
     refs = [reference_text(tok, r, r2gen_references=r2gen_references) for r in raw_refs]
     result: dict[str, Any] = {
         "checkpoint": str(checkpoint),

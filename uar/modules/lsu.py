@@ -68,6 +68,24 @@ class LSU(nn.Module):
         self.word_embed = WordEmbedding(vocab_size, d_model, max_text_len)  # W_R
         nn.init.xavier_uniform_(self.visual_embed.weight)
 
+    @torch.no_grad()
+    def init_visual_from_codes(self, codes: Tensor) -> None:
+        """Initialise ``W_I`` from the visual tokenizer's code vectors ``(K, C)`` instead of Xavier.
+
+        The codes go through a random semi-orthogonal map ``(C, d)`` (it keeps their angles and
+        distances when ``C <= d``) and are scaled to the Xavier initialisation's standard deviation,
+        so that similar codes start with similar embeddings at the usual magnitude.
+        """
+        k, c = codes.shape
+        if k != self.visual_embed.num_embeddings:
+            raise ValueError(f"{k} code vectors for a {self.visual_embed.num_embeddings}-token W_I")
+        q, _ = torch.linalg.qr(torch.randn(max(c, self.d_model), min(c, self.d_model)))
+        proj = q if c >= self.d_model else q.t()  # (C, d), orthonormal columns or rows
+        w = codes.float() @ proj  # (K, d)
+        w = w - w.mean()
+        target_std = math.sqrt(2.0 / (k + self.d_model))  # std of xavier_uniform_
+        self.visual_embed.weight.copy_(w * (target_std / w.std().clamp_min(1e-12)))
+
     def embed_visual(self, ids: Tensor) -> Tensor:
         """Visual token ids (B, V, L) -> E^(I) (B, V*L, d)."""
         b = ids.shape[0]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["clean_report", "clean_report_iu", "clean_report_mimic"]
+__all__ = ["COMMA", "clean_report", "clean_report_iu", "clean_report_mimic", "drop_commas", "keep_commas"]
 
 # R2Gen's character class, verbatim (see the module docstring for the ":-[" range).
 _PUNCTUATION = re.compile(r"[.,?;*!%^&_+():-\[\]{}]")
@@ -54,23 +54,35 @@ def _clean_sentence(sentence: str) -> str:
     return _PUNCTUATION.sub("", sentence.strip().lower())
 
 
-def _split_and_join(text: str) -> str:
+COMMA = ","  # the comma token of punctuated cleaning (:func:`keep_commas`)
+
+
+def _clean_sentence_keep_commas(sentence: str) -> str:
+    """:func:`_clean_sentence` on each comma-separated clause, the commas kept as tokens ``" , "``;
+    empty clauses (",," or a leading / trailing comma) leave no comma."""
+    clauses = (" ".join(_clean_sentence(c).split()) for c in sentence.split(COMMA))
+    return f" {COMMA} ".join(c for c in clauses if c)
+
+
+def _split_and_join(text: str, commas: bool = False) -> str:
     """Enumeration stripping, lower-casing, sentence split on ". ", per-sentence cleaning, rejoin."""
     for old, new in _ENUMERATION:
         text = text.replace(old, new)
     sentences = text.strip().lower().split(". ")
-    return " . ".join(_clean_sentence(s) for s in sentences) + " ."
+    clean = _clean_sentence_keep_commas if commas else _clean_sentence
+    return " . ".join(clean(s) for s in sentences) + " ."
 
 
-def clean_report_iu(text: str) -> str:
+def clean_report_iu(text: str, *, commas: bool = False) -> str:
     """R2Gen's IU-Xray cleaning: collapse ".." (three passes) then :func:`_split_and_join`.
 
     Example: ``"The heart is normal. 2. No effusion."`` -> ``"the heart is normal . no effusion ."``.
+    ``commas``: keep commas as tokens (:func:`keep_commas`).
     """
-    return _split_and_join(_replace_repeatedly(text, "..", ".", 3))
+    return _split_and_join(_replace_repeatedly(text, "..", ".", 3), commas)
 
 
-def clean_report_mimic(text: str) -> str:
+def clean_report_mimic(text: str, *, commas: bool = False) -> str:
     """R2Gen's MIMIC-CXR cleaning: newlines to spaces, collapse "__" (7 passes), double spaces
     (6 passes) and ".." (8 passes), then the same sentence cleaning as IU-Xray.
 
@@ -81,13 +93,37 @@ def clean_report_mimic(text: str) -> str:
     text = _replace_repeatedly(text, "__", "_", 7)
     text = _replace_repeatedly(text, "  ", " ", 6)
     text = _replace_repeatedly(text, "..", ".", 8)
-    return _split_and_join(text)
+    return _split_and_join(text, commas)
 
 
-def clean_report(text: str, dataset: str) -> str:
-    """Clean ``text`` with the cleaner of ``dataset`` ("iu_xray" or "mimic_cxr")."""
+def clean_report(text: str, dataset: str, *, commas: bool = False) -> str:
+    """Clean ``text`` with the cleaner of ``dataset`` ("iu_xray" or "mimic_cxr").
+
+    ``commas=False`` is R2Gen's cleaning, the form every metric scores. ``commas=True`` is the same
+    cleaning with the commas kept as tokens of their own (:func:`keep_commas`), so that a model
+    trained on it writes clauses a reader can parse; :func:`clean_report` of its output (commas
+    deleted) is again R2Gen's form.
+    """
     if dataset == "iu_xray":
-        return clean_report_iu(text)
+        return clean_report_iu(text, commas=commas)
     if dataset == "mimic_cxr":
-        return clean_report_mimic(text)
+        return clean_report_mimic(text, commas=commas)
     raise ValueError(f"unknown dataset {dataset!r}; expected 'iu_xray' or 'mimic_cxr'")
+
+
+def keep_commas(text: str, dataset: str) -> str:
+    """Punctuated cleaning: R2Gen's cleaning with commas kept as tokens.
+
+    Example: ``"No effusion, pneumothorax or consolidation."`` -> ``"no effusion , pneumothorax or
+    consolidation ."``.
+    """
+    return clean_report(text, dataset, commas=True)
+
+
+def drop_commas(text: str) -> str:
+    """The scored form of punctuated text: its comma tokens removed, words joined by one space.
+
+    For text from :func:`keep_commas` this is R2Gen's cleaned form of the same report (up to
+    whitespace), so that metrics stay comparable with the R2Gen family.
+    """
+    return " ".join(w for w in text.split() if w != COMMA)

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from uar.text.cleaning import clean_report
+from uar.text.cleaning import clean_report, drop_commas
 
 __all__ = ["PAD_ID", "UNK", "UNK_ID", "TextTokenizer"]
 
@@ -36,7 +36,9 @@ class TextTokenizer:
         max_len: ``T_max``; :meth:`encode` returns at most ``max_len - 1`` ids.
     """
 
-    def __init__(self, words: Sequence[str], *, threshold: int, max_len: int, dataset: str) -> None:
+    def __init__(
+        self, words: Sequence[str], *, threshold: int, max_len: int, dataset: str, punctuation: bool = False
+    ) -> None:
         if max_len < 2:
             raise ValueError(f"max_len must be >= 2, got {max_len}")
         if UNK in words or len(set(words)) != len(words):
@@ -46,19 +48,30 @@ class TextTokenizer:
         self.threshold = threshold
         self.max_len = max_len
         self.dataset = dataset
+        self.punctuation = punctuation
         self._ids: dict[str, int] = {w: i + 2 for i, w in enumerate(self.words)}
 
     @classmethod
-    def build(cls, reports: Iterable[str], *, threshold: int, max_len: int, dataset: str) -> TextTokenizer:
-        """Build the vocabulary from already cleaned training reports (count >= ``threshold``)."""
+    def build(
+        cls,
+        reports: Iterable[str],
+        *,
+        threshold: int,
+        max_len: int,
+        dataset: str,
+        punctuation: bool = False,
+    ) -> TextTokenizer:
+        """Build the vocabulary from already cleaned training reports (count >= ``threshold``);
+        with ``punctuation`` they are cleaned with commas kept (:meth:`clean_for`)."""
         counts = Counter(word for report in reports for word in report.split())
         words = sorted(w for w, n in counts.items() if n >= threshold and w != UNK)
-        return cls(words, threshold=threshold, max_len=max_len, dataset=dataset)
+        return cls(words, threshold=threshold, max_len=max_len, dataset=dataset, punctuation=punctuation)
 
     @staticmethod
-    def clean_for(dataset: str, text: str) -> str:
-        """R2Gen cleaning of ``text`` for ``dataset`` ("iu_xray" or "mimic_cxr")."""
-        return clean_report(text, dataset)
+    def clean_for(dataset: str, text: str, punctuation: bool = False) -> str:
+        """R2Gen cleaning of ``text`` for ``dataset`` ("iu_xray" or "mimic_cxr"), commas kept as
+        tokens when ``punctuation``."""
+        return clean_report(text, dataset, commas=punctuation)
 
     @property
     def vocab_size(self) -> int:
@@ -66,13 +79,17 @@ class TextTokenizer:
         return len(self.words) + 2
 
     def clean(self, text: str) -> str:
-        """R2Gen cleaning of a raw report for this tokenizer's dataset."""
+        """R2Gen cleaning of a raw report for this tokenizer's dataset (the form metrics score)."""
         return clean_report(text, self.dataset)
 
+    def scored(self, decoded: str) -> str:
+        """The form of :meth:`decode` output that metrics score: R2Gen's, without comma tokens."""
+        return drop_commas(decoded) if self.punctuation else decoded
+
     def encode(self, report: str) -> list[int]:
-        """Clean ``report`` and map its words to ids (unknown words -> 1), at most ``max_len - 1``
-        ids, without bos/eos."""
-        words = self.clean(report).split()[: self.max_len - 1]
+        """Clean ``report`` (commas kept as tokens when ``punctuation``) and map its words to ids
+        (unknown words -> 1), at most ``max_len - 1`` ids, without bos/eos."""
+        words = clean_report(report, self.dataset, commas=self.punctuation).split()[: self.max_len - 1]
         return [self._ids.get(w, UNK_ID) for w in words]
 
     def id_to_word(self, i: int) -> str:
@@ -101,6 +118,7 @@ class TextTokenizer:
             "threshold": self.threshold,
             "max_len": self.max_len,
             "words": list(self.words),
+            "punctuation": self.punctuation,
         }
 
     @classmethod
@@ -108,7 +126,13 @@ class TextTokenizer:
         """Inverse of :meth:`to_dict`."""
         if d.get("format") != FORMAT:
             raise ValueError(f"not a text tokenizer dict (format {d.get('format')!r}, expected {FORMAT!r})")
-        return cls(d["words"], threshold=int(d["threshold"]), max_len=int(d["max_len"]), dataset=d["dataset"])
+        return cls(
+            d["words"],
+            threshold=int(d["threshold"]),
+            max_len=int(d["max_len"]),
+            dataset=d["dataset"],
+            punctuation=bool(d.get("punctuation", False)),
+        )
 
     def __repr__(self) -> str:
         return (

@@ -78,6 +78,7 @@ def load_run_data(
     max_len: int,
     threshold: int | None,
     augment: bool,
+    punctuation: bool = False,
     seed: int,
     text_tokenizer: TextTokenizer | None = None,
     token_cache: VisualTokenCache | None = None,
@@ -85,7 +86,7 @@ def load_run_data(
     """Build the train / val datasets and (unless given, e.g. on resume) the text tokenizer.
 
     The vocabulary comes from the cleaned training-split reports only, keeping words with
-    ``count >= threshold`` (default 3 IU-Xray, 10 MIMIC-CXR).
+    ``count >= threshold`` (default 3 IU-Xray, 10 MIMIC-CXR); ``punctuation`` keeps commas as tokens.
     """
     bootstrap = text_tokenizer or TextTokenizer([], threshold=1, max_len=max_len, dataset=dataset)
     common = dict(
@@ -95,10 +96,11 @@ def load_run_data(
     val_ds = make_dataset(data_dir, "val", train=False, seed=seed, **common)
     if text_tokenizer is None:
         text_tokenizer = TextTokenizer.build(
-            (TextTokenizer.clean_for(dataset, r.report) for r in train_ds.records),
+            (TextTokenizer.clean_for(dataset, r.report, punctuation) for r in train_ds.records),
             threshold=DEFAULT_THRESHOLD[dataset] if threshold is None else threshold,
             max_len=max_len,
             dataset=dataset,
+            punctuation=punctuation,
         )
         train_ds.tokenizer = val_ds.tokenizer = text_tokenizer
     return RunData(train_ds, val_ds, text_tokenizer)

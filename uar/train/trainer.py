@@ -292,6 +292,12 @@ class _Trainer:
         from uar.model import UAR
 
         self.model = UAR(self.model_cfg).to(info.device)
+        if cfg.extra.get("init_visual_embeddings", "random") == "codebook" and resume_state is None:
+            if self.visual_tok is None:
+                raise ValueError(
+                    "--init-visual-embeddings codebook needs an LSU model and its visual tokenizer"
+                )
+            self.model.lsu.init_visual_from_codes(self.visual_tok.code_vectors().to(info.device))
         self.progress_state = Progress(stage=stage_plan(cfg)[0][0])
         self.stage1_best_state: dict[str, torch.Tensor] | None = None
         self.sampler = ResumableSampler(
@@ -320,7 +326,30 @@ class _Trainer:
         finally:
             if self.logger is not None:
                 self.logger.close()
+        if info.is_main and self.progress_state.finished:
+            self._calibrate_best()
         return self.best_path
+
+    def _calibrate_best(self) -> None:
+        """Store the input-domain check (uar.ood) in best.safetensors once the schedule is done.
+
+        Statistics from the training split, threshold from the validation split; a data layout
+        without ``annotation.json`` (MIMIC-CXR-JPG) or a failing fit leaves the checkpoint without a
+        check, with a warning naming ``uar calibrate``.
+        """
+        from uar.calibration import calibrate_checkpoint, describe, has_input_check
+
+        if not self.best_path.is_file() or has_input_check(self.best_path):
+            return
+        if not (self.data_dir / "annotation.json").is_file():
+            log.warning("no annotation.json in %s: best.safetensors has no input check", self.data_dir)
+            return
+        try:
+            _, check = calibrate_checkpoint(self.best_path, self.data_dir)
+        except (ValueError, FileNotFoundError) as exc:
+            log.warning("input check not calibrated (%s); run `uar calibrate` later", exc)
+            return
+        log.info("%s", describe(check))
 
     def _load_visual_tokenizer(self) -> nn.Module | None:
         if self.model_cfg.visual_encoder != "lsu":
@@ -341,7 +370,8 @@ class _Trainer:
 
         cfg, info = self.train_cfg, self.info
         cache = None
-        cache_path = self.out_dir / "visual_tokens.safetensors"
+        # one cache file may serve several runs of the same data and tokenizer (--token-cache)
+        cache_path = Path(cfg.extra.get("token_cache") or self.out_dir / "visual_tokens.safetensors")
         if self.visual_tok is not None:
             # Without augmentation the training items use the full view only: no crops to tokenise.
             n_crops = int(cfg.extra.get("n_crops", 5)) if cfg.extra.get("augment", True) else 0
@@ -356,6 +386,7 @@ class _Trainer:
             max_len=self.model_cfg.max_len,
             threshold=int(threshold) if threshold is not None else None,
             augment=bool(cfg.extra.get("augment", True)),
+            punctuation=bool(cfg.extra.get("punctuation", False)),
             seed=cfg.seed,
             text_tokenizer=TextTokenizer.from_dict(resume_state["text_tokenizer"]) if resume_state else None,
             token_cache=cache,
@@ -577,7 +608,8 @@ class _Trainer:
                     self.model, visual, beam_size=cfg.val_beam_size, max_len=self.model_cfg.max_len
                 )
             for hyp, ref, labels in zip(hyps, reports.tolist(), batch.labels, strict=True):
-                rows.append((self.text_tok.decode(ref[1:]), self.text_tok.decode(hyp), labels))
+                tok = self.text_tok
+                rows.append((tok.scored(tok.decode(ref[1:])), tok.scored(tok.decode(hyp)), labels))
         self.model.train()
         all_rows = [r for part in gather_objects(rows, info) for r in part]
         metrics: dict[str, float] = {}

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from uar.data.images import find_images, load_image, resize, train_resize
+from uar.visual.kinds import AnyVisualTokenizer, build_visual_tokenizer
 from uar.visual.vqvae import VisualTokenizer, VQConfig, code_perplexity
 
 __all__ = [
@@ -253,16 +254,17 @@ def train_tokenizer(
     return report
 
 
-def save_visual_tokenizer(path: str | Path, tok: VisualTokenizer) -> None:
-    """Save ``tok`` as safetensors (state dict + ``vq_config`` JSON metadata)."""
+def save_visual_tokenizer(path: str | Path, tok: AnyVisualTokenizer) -> None:
+    """Save ``tok`` (either kind) as safetensors (state dict + ``vq_config`` JSON metadata: the
+    config, with ``kind`` for a semantic tokenizer)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in tok.state_dict().items()}
     save_file(tensors, str(path), metadata={"format": FORMAT, "vq_config": json.dumps(tok.config.to_dict())})
 
 
-def load_visual_tokenizer(path: str | Path) -> VisualTokenizer:
-    """Load a tokenizer written by :func:`save_visual_tokenizer`, in eval mode on the CPU.
+def load_visual_tokenizer(path: str | Path) -> AnyVisualTokenizer:
+    """Load a tokenizer (either kind) written by :func:`save_visual_tokenizer`, in eval mode on the CPU.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -275,6 +277,6 @@ def load_visual_tokenizer(path: str | Path) -> VisualTokenizer:
         meta = f.metadata() or {}
     if meta.get("format") != FORMAT or "vq_config" not in meta:
         raise ValueError(f"{path}: not a UAR visual tokenizer (format {meta.get('format')!r})")
-    tok = VisualTokenizer(VQConfig.from_dict(json.loads(meta["vq_config"])))
+    tok = build_visual_tokenizer(json.loads(meta["vq_config"]))
     tok.load_state_dict(load_file(str(path)))
     return tok.eval()

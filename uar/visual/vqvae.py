@@ -194,6 +194,10 @@ class VisualTokenizer(nn.Module):
                 dec += [nn.ReLU()]
         self.decoder = nn.Sequential(*dec)
 
+    def code_vectors(self) -> Tensor:
+        """The codebook ``(K, D)``: the decoder-side vector of every token id."""
+        return self.quantizer.codebook
+
     def _check(self, images: Tensor) -> None:
         s = self.config.image_size
         if images.dim() != 4 or images.shape[1:] != (1, s, s):

@@ -1,0 +1,1 @@
+"""The viewer stack: OHIF v3 beside Orthanc and the node, for the demo, integration tests and evaluation."""

@@ -1,0 +1,202 @@
+"""The input-domain check (uar.ood): fit, determinism, checkpoint storage, CLI, withheld reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from tests.helpers.tiny import make_tiny_checkpoint
+from uar.calibration import calibrate_checkpoint, has_input_check
+from uar.checkpoint import load_checkpoint, read_metadata, write_input_check
+from uar.cli import main
+from uar.generator import ReportGenerator
+from uar.ood import InputCheck, fit_input_check, ledoit_wolf, view_features
+
+
+def _write_dataset(root: Path, n_train: int, n_val: int, seed: int = 0) -> Path:
+    """A small R2Gen folder of smooth two-view 'radiographs' (blurred noise around a fixed layout)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:64, 0:64] / 64.0
+    base = 0.3 + 0.4 * np.exp(-((xx - 0.5) ** 2) / 0.02)  # a bright vertical band (mediastinum)
+    ann: dict[str, list[dict[str, object]]] = {"train": [], "val": [], "test": []}
+    for i in range(n_train + n_val):
+        split = "train" if i < n_train else "val"
+        sid = f"s{i:03d}"
+        (root / "images" / sid).mkdir(parents=True)
+        for k in range(2):
+            level = rng.uniform(-0.2, 0.2)  # exposure varies from study to study
+            img = np.clip(base + level + 0.1 * rng.standard_normal((64, 64)) + 0.05 * k, 0, 1)
+            Image.fromarray((img * 255).astype(np.uint8)).save(root / "images" / sid / f"{k}.png")
+        ann[split].append(
+            {"id": sid, "report": "the lungs are clear .", "image_path": [f"{sid}/0.png", f"{sid}/1.png"]}
+        )
+    (root / "annotation.json").write_text(json.dumps(ann))
+    return root
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(uncalibrated tiny checkpoint, its calibrated copy, the dataset folder)."""
+    root = tmp_path_factory.mktemp("ood")
+    data = _write_dataset(root / "data", n_train=24, n_val=12)
+    plain = make_tiny_checkpoint(root / "tiny.safetensors", preset="base")  # CNN encoder
+    out, _ = calibrate_checkpoint(plain, data, root / "calibrated.safetensors")
+    return plain, out, data
+
+
+def _noise_study(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.random((64, 64), dtype=np.float32), rng.random((64, 64), dtype=np.float32)
+
+
+def test_ledoit_wolf_shrinks_towards_the_identity_and_stays_invertible() -> None:
+    rng = np.random.default_rng(0)
+    few = rng.standard_normal((10, 32))  # fewer samples than dimensions: the sample covariance is singular
+    mean, cov, shrink = ledoit_wolf(few)
+    assert 0 < shrink <= 1 and np.allclose(mean, few.mean(0))
+    assert np.linalg.eigvalsh(cov).min() > 0
+    many = rng.standard_normal((5000, 4)) @ np.diag([1.0, 2.0, 3.0, 4.0])
+    _, cov_many, shrink_many = ledoit_wolf(many)
+    assert shrink_many < 0.05 and np.allclose(np.diag(cov_many), [1, 4, 9, 16], rtol=0.1)
+
+
+def test_threshold_is_the_validation_percentile_and_far_points_score_above_it() -> None:
+    gen = torch.Generator().manual_seed(0)
+    ref, val = torch.randn(400, 2, 8, generator=gen), torch.randn(200, 2, 8, generator=gen)
+    check = fit_input_check(ref, val, percentile=95)
+    scores = check.scores(val)
+    assert abs(float((scores > check.threshold).float().mean()) - 0.05) < 0.011
+    far = torch.randn(5, 2, 8, generator=gen) + 10.0
+    assert all(v.out_of_domain for v in check.verdicts(check.scores(far)))
+    # an unsupplied view is not scored: a wild lateral of a frontal-only study does not count
+    mixed = torch.stack([val[0, 0], far[0, 1]])[None]
+    supplied = torch.tensor([[True, False]])
+    assert float(check.scores(mixed, supplied)) == pytest.approx(float(check.distances(mixed)[0, 0]))
+    with pytest.raises(ValueError, match="percentile"):
+        fit_input_check(ref, val, percentile=100)
+
+
+def test_calibration_is_stored_loaded_and_scores_are_deterministic(
+    calibrated: tuple[Path, Path, Path],
+) -> None:
+    plain, out, _ = calibrated
+    assert not has_input_check(plain) and has_input_check(out)
+    meta = json.loads(read_metadata(out)["input_check"])
+    assert meta["n_reference"] == 24 and meta["n_calibration"] == 12 and meta["percentile"] == 99.0
+    # same weights byte for byte: only the input_check tensors were added
+    before, after = load_file(str(plain)), load_file(str(out))
+    assert set(after) - set(before) == {"input_check.mean", "input_check.precision"}
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    first = ReportGenerator.load(out)
+    second = ReportGenerator.load(out)
+    study = _noise_study(1)
+    v1, v2, v3 = (
+        first.check_domain([study])[0],
+        first.check_domain([study])[0],
+        second.check_domain([study])[0],
+    )
+    assert v1 == v2 == v3 and v1.score is not None and v1.threshold == pytest.approx(meta["threshold"])
+    # generate carries the same verdict, and the same findings as the uncalibrated model
+    report = first.generate(*study, beam_size=1)
+    assert report.domain == v1
+    assert report.findings == ReportGenerator.load(plain).generate(*study, beam_size=1).findings
+    # in-distribution validation studies mostly pass, pure noise does not
+    assert first.check_domain([_noise_study(2)])[0].out_of_domain
+
+
+def test_lsu_models_are_scored_on_their_visual_token_embeddings(tmp_path: Path) -> None:
+    model = load_checkpoint(make_tiny_checkpoint(tmp_path / "lsu.safetensors")).model
+    cfg = model.cfg
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, cfg.visual_vocab_size // 2, (60, cfg.n_views, cfg.tokens_per_view), generator=gen)
+    feats = view_features(model, ids)
+    assert feats.shape == (60, cfg.n_views, cfg.d_model)
+    assert torch.equal(feats, view_features(model, ids))  # deterministic
+    check = fit_input_check(feats[:40], feats[40:])
+    unseen = torch.full((3, cfg.n_views, cfg.tokens_per_view), cfg.visual_vocab_size - 1)  # codes never used
+    assert all(v.out_of_domain for v in check.verdicts(check.scores(view_features(model, unseen))))
+
+
+def test_a_checkpoint_without_calibration_says_it_has_no_check(calibrated: tuple[Path, Path, Path]) -> None:
+    plain, _, _ = calibrated
+    generator = ReportGenerator.load(plain)
+    assert generator.input_check is None and load_checkpoint(plain).input_check is None
+    report = generator.generate(*_noise_study(3), beam_size=1)
+    assert report.domain.verdict == "unchecked" and report.domain.score is None
+    assert "no input-domain check" in report.domain.statement()
+
+
+def test_withhold_generates_no_findings_for_out_of_domain_studies(
+    calibrated: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    _, out, _ = calibrated
+    check = load_checkpoint(out).input_check
+    assert check is not None
+    check.threshold = -1.0  # every study is out of domain
+    strict = write_input_check(out, check, tmp_path / "strict.safetensors")
+    generator = ReportGenerator.load(strict)
+    flagged = generator.generate(*_noise_study(4), beam_size=1)
+    assert flagged.domain.out_of_domain and not flagged.withheld and flagged.token_ids
+    withheld = generator.generate(*_noise_study(4), beam_size=1, withhold_out_of_domain=True)
+    assert withheld.withheld and withheld.token_ids == [] and set(withheld.labels.values()) == {None}
+    assert "outside the model's validated input domain" in withheld.findings
+    assert write_input_check(strict, None) == strict and ReportGenerator.load(strict).input_check is None
+
+
+def test_a_check_that_does_not_fit_the_model_is_refused(
+    calibrated: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    plain, _, _ = calibrated
+    wrong = InputCheck(mean=torch.zeros(2, 5), precision=torch.eye(5).repeat(2, 1, 1), threshold=1.0)
+    with pytest.raises(ValueError, match="do not fit the model"):
+        write_input_check(plain, wrong, tmp_path / "x.safetensors")
+
+
+def test_cli_calibrate_generate_and_export(
+    calibrated: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plain, _, data = calibrated
+    target = tmp_path / "m.safetensors"
+    target.write_bytes(plain.read_bytes())
+    target.chmod(0o644)
+    assert main(["calibrate", str(target), "--data", str(data), "--percentile", "95"]) == 0
+    assert "threshold" in capsys.readouterr().out and has_input_check(target)
+    assert target.stat().st_mode & 0o777 == 0o644  # calibrated in place, still readable by a node user
+    image = data / "images" / "s000" / "0.png"
+    assert main(["generate", str(image), "--checkpoint", str(target), "--beam", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "Input domain: in domain" in text or "Input domain: out of domain" in text
+    assert main(["generate", str(image), "--checkpoint", str(plain), "--beam", "1"]) == 0
+    assert "Input domain: unchecked" in capsys.readouterr().out
+    # export keeps the check for the same weights; a calibration folder recomputes it on fp16 weights
+    kept = tmp_path / "kept.safetensors"
+    assert main(["export", str(target), str(kept)]) == 0
+    assert load_checkpoint(kept).input_check.threshold == load_checkpoint(target).input_check.threshold
+    fp16 = tmp_path / "fp16.safetensors"
+    assert main(["export", str(target), str(fp16), "--fp16", "--calibration-data", str(data)]) == 0
+    assert has_input_check(fp16)
+    missing = tmp_path / "empty"
+    missing.mkdir()
+    (missing / "annotation.json").write_text(json.dumps({"train": [], "val": []}))
+    assert main(["calibrate", str(target), "--data", str(missing)]) == 2
+    assert "at least 2 studies" in capsys.readouterr().err
+
+
+def test_the_embedded_default_model_flags_a_real_radiograph_not_a_synthetic_study(shared_data: Path) -> None:
+    from uar.data.images import load_image
+    from uar.data.synthetic import render, sample_case
+
+    generator = ReportGenerator.load(None)
+    assert generator.input_check is not None and generator.input_check.percentile == 99.0
+    case = sample_case(np.random.default_rng([2, 0]))  # held-out test case 0 (seed 2)
+    synthetic = (render(case, "frontal", size=256), render(case, "lateral", size=256))
+    real = load_image(sorted((shared_data / "covid_chestxray" / "images").glob("*.png"))[0])
+    inside, outside = generator.check_domain([synthetic, (real, None)])
+    assert inside.verdict == "in_domain" and outside.verdict == "out_of_domain"
+    assert outside.score > 1.5 * outside.threshold

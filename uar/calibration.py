@@ -1,0 +1,44 @@
+"""Calibrate the input-domain check (:mod:`uar.ood`) of a checkpoint file on its training data.
+
+Used by ``uar calibrate``, ``uar export --calibration-data`` and at the end of ``uar train``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from uar.checkpoint import INPUT_CHECK_KEY, read_metadata, write_input_check
+from uar.generator import ReportGenerator
+from uar.ood import DEFAULT_PERCENTILE, InputCheck, calibrate_on_dataset
+
+
+def has_input_check(path: str | Path) -> bool:
+    """Whether the checkpoint at ``path`` holds an input-domain check."""
+    return INPUT_CHECK_KEY in read_metadata(path)
+
+
+def calibrate_checkpoint(
+    checkpoint: str | Path,
+    data: str | Path,
+    out: str | Path | None = None,
+    *,
+    percentile: float = DEFAULT_PERCENTILE,
+    max_reference: int | None = None,
+) -> tuple[Path, InputCheck]:
+    """Fit the check of ``checkpoint``'s model on the R2Gen dataset ``data`` (train split: statistics;
+    val split: threshold) and store it, in ``out`` or in place. Returns (written file, check)."""
+    generator = ReportGenerator.load(checkpoint)
+    check = calibrate_on_dataset(
+        generator.view_features, data, percentile=percentile, max_reference=max_reference
+    )
+    return write_input_check(checkpoint, check, out), check
+
+
+def describe(check: InputCheck) -> str:
+    """One line about a fitted check: threshold, percentile, data, validation quantiles."""
+    q = check.calibration_quantiles
+    return (
+        f"input check: {check.method} on {check.feature}, threshold {check.threshold:.2f}"
+        f" (p{check.percentile:g} of {check.n_calibration} validation studies; median {q['p50']:.2f},"
+        f" max {q['max']:.2f}), statistics of {check.n_reference} training studies"
+    )

@@ -1,0 +1,60 @@
+"""``uar calibrate``: add the input-domain check (uar.ood) to an existing checkpoint.
+
+Examples::
+
+    uar calibrate uar/default_model/uar-default.safetensors --data runs/default/data
+    uar calibrate runs/mine/best.safetensors --data data/iu_xray --out mine-checked.safetensors
+
+``--data`` is the model's own training data in the R2Gen layout (``annotation.json`` + images): the
+reference statistics come from its ``train`` split, the threshold from its ``val`` split (the
+``--percentile`` of the validation studies' scores); the ``test`` split is never read. Every other
+tensor and metadata entry of the checkpoint is copied unchanged (same weights, same reports).
+See docs/ood.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from uar.calibration import calibrate_checkpoint, describe
+from uar.ood import DEFAULT_PERCENTILE
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``calibrate`` sub-command."""
+    p = subparsers.add_parser(
+        "calibrate",
+        help="add the input-domain check (reference statistics + threshold) to a checkpoint",
+        description="Fit the input-domain score on the train split of DIR and set its threshold on "
+        "the val split; store both in the checkpoint.",
+    )
+    p.add_argument("checkpoint", type=Path, help="checkpoint (.safetensors) to calibrate")
+    p.add_argument("--data", required=True, type=Path, help="R2Gen dataset folder (train + val splits)")
+    p.add_argument("--out", type=Path, help="write the calibrated checkpoint here (default: in place)")
+    p.add_argument(
+        "--percentile",
+        type=float,
+        default=DEFAULT_PERCENTILE,
+        help=f"threshold percentile of validation scores (default {DEFAULT_PERCENTILE:g})",
+    )
+    p.add_argument(
+        "--max-reference", type=int, help="use at most N training studies for the statistics (default: all)"
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``uar calibrate``; prints the written file and the threshold."""
+    if args.max_reference is not None and args.max_reference < 2:
+        raise ValueError(f"--max-reference must be >= 2, got {args.max_reference}")
+    path, check = calibrate_checkpoint(
+        args.checkpoint,
+        args.data,
+        args.out,
+        percentile=args.percentile,
+        max_reference=args.max_reference,
+    )
+    print(describe(check))
+    print(f"{path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    return 0
