@@ -49,8 +49,10 @@ STAGE=$(cd "$STAGE" && pwd)
 
 # The application folder: what `python3 /opt/holoscan/app` runs. The model is not embedded: it
 # lives under /opt/holoscan/models (HOLOSCAN_MODEL_PATH).
+# plugin/'s own modules (app, runner, settings, ...), not its node/ and viewer/ subpackages.
 cp plugin/__main__.py "$STAGE/app/__main__.py"
-cp plugin/__init__.py plugin/app.py plugin/runner.py plugin/settings.py "$STAGE/app/plugin/"
+cp plugin/*.py "$STAGE/app/plugin/"
+rm "$STAGE/app/plugin/demo.py"  # drives the node and Orthanc, not part of the app
 cp -r operators uar "$STAGE/app/"
 find "$STAGE/app" -name __pycache__ -prune -exec rm -rf {} +
 rm -f "$STAGE/app/uar/default_model/"*.safetensors

@@ -22,6 +22,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from operators.study_loader import rejection_file_name
 from plugin.settings import AppSettings
 from tests.app.conftest import REJECTED_FILES, SMALL_CHEST_FILE
 from tests.conftest import REPO, require_tool
@@ -208,6 +209,6 @@ def test_map_rejects_a_non_chest_study(map_image: MapImage, dicom_dir: Path, tmp
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = sorted(p.name for p in (tmp_path / "out").iterdir())
     study_uid = pydicom.dcmread(dicom_dir / NON_CHEST_FILE, stop_before_pixels=True).StudyInstanceUID
-    assert out == [f"rejection_{study_uid}.json"]
+    assert out == [rejection_file_name(study_uid)]
     record = json.loads((tmp_path / "out" / out[0]).read_text())
     assert record["status"] == "rejected" and REJECTED_FILES[NON_CHEST_FILE] in record["reason"]
