@@ -2,7 +2,9 @@
 # Install the Debian packages the tests and the demo use as real DICOM peers:
 # dcmtk (storescu/storescp/dcmdump/dsrdump), Orthanc with DICOMweb, dicom3tools (dciodvfy), Java (METEOR),
 # openssl (TLS test certificates); for the viewer stack (`uar viewer`, tests/viewer): Chromium (headless,
-# driven by npm puppeteer-core), Tesseract OCR (reads the PDF panel), Node.js + npm (fetch OHIF).
+# driven by npm puppeteer-core), Tesseract OCR (reads the PDF panel), Node.js + npm (fetch OHIF);
+# docker.io and mmdebstrap (building and running the MAP image, tests/map; the daemon is started on
+# demand by scripts/map-docker.sh).
 # Quick when everything is already present; needs root (or sudo) otherwise.
 set -euo pipefail
 need=()
@@ -15,6 +17,8 @@ command -v npm >/dev/null || need+=(npm)
 command -v dciodvfy >/dev/null || need+=(dicom3tools)
 command -v java >/dev/null || need+=(default-jre-headless)
 command -v openssl >/dev/null || need+=(openssl)
+command -v dockerd >/dev/null || need+=(docker.io)
+command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

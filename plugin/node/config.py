@@ -208,6 +208,10 @@ class NodeConfig:
     max_attempts: int = 3  # runs of one study before it moves to failed/
     retry_delay_s: float = 2.0  # pause before retrying a failed run (times the attempt number)
     model_path: str | None = None  # None = the embedded default model
+    runner: str = "app"  # "app": in-process worker processes; "map": one MAP container per study
+    map_image: str | None = None  # MAP image of ``runner: map`` (e.g. uar-report-node-map:0.1.0)
+    map_docker_host: str | None = None  # DOCKER_HOST of the MAP containers; None = docker's default
+    map_run_args: tuple[str, ...] = ()  # extra ``docker run`` options (e.g. ["--cpus", "2"])
     app: dict[str, Any] | None = None  # plugin.settings.AppSettings keys (beam_size, write_pdf, ...)
     ood_policy: str | None = None  # "withhold" | "flag"; None = the app setting (default withhold)
     destinations: tuple[Destination | DicomWebDestination, ...] = ()
@@ -245,6 +249,10 @@ class NodeConfig:
             raise ValueError("idle_timeout_s must be >= 0, study_timeout_s and export_deadline_s > 0")
         if self.workers < 0 or self.max_attempts < 1 or self.max_associations < 1:
             raise ValueError("workers must be >= 0, max_attempts and max_associations >= 1")
+        if self.runner not in ("app", "map"):
+            raise ValueError(f"runner must be 'app' or 'map', got {self.runner!r}")
+        if self.runner == "map" and not self.map_image:
+            raise ValueError("runner 'map' needs map_image (the MAP image to run per study)")
         if self.ood_policy is not None and self.ood_policy not in ("withhold", "flag"):
             raise ValueError(f"ood_policy must be 'withhold' or 'flag', got {self.ood_policy!r}")
         positive = (
@@ -306,6 +314,8 @@ def _from_mapping(data: dict[str, Any]) -> dict[str, Any]:
         )
     if "destinations" in out:
         out["destinations"] = tuple(_destination(d) for d in out["destinations"] or ())
+    if "map_run_args" in out:
+        out["map_run_args"] = tuple(str(a) for a in out["map_run_args"] or ())
     if out.get("tls") is not None:
         out["tls"] = TLSConfig(**out["tls"])
     return out

@@ -24,6 +24,7 @@ import pydicom
 from plugin.node.config import NodeConfig
 from plugin.node.exporter import Exporter
 from plugin.node.log import event
+from plugin.node.map_runner import MapPool
 from plugin.node.metrics import Labels, Metrics, MetricsServer
 from plugin.node.queue import INPUT_DOMAIN_EVENT, Job, JobQueue
 from plugin.node.scp import StorageSCP
@@ -44,8 +45,12 @@ class NodeService:
         self.queue = JobQueue(self.store.db_path)
         self.metrics = Metrics(gauge_fn=self._gauges)
         self.scp = StorageSCP(cfg, self.store, self.queue, self.metrics)
-        self.pool = WorkerPool(
-            cfg.workers, cfg.model_path, cfg.app_settings, cfg.log_format, cfg.study_timeout_s
+        self.pool: WorkerPool | MapPool = (
+            MapPool.from_config(cfg)
+            if cfg.runner == "map"
+            else WorkerPool(
+                cfg.workers, cfg.model_path, cfg.app_settings, cfg.log_format, cfg.study_timeout_s
+            )
         )
         self.exporters = [Exporter(cfg, d, self.queue, self.metrics) for d in cfg.destinations]
         self.metrics_server = (
