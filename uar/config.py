@@ -7,12 +7,22 @@ Every switch of the paper's ablation tables (uar-paper.md Tables 2-4) is a field
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 VisualEncoder = Literal["lsu", "cnn"]
 BasisKind = Literal["orthogonal", "uniform", "normal"]
 Fusion = Literal["dual_gate", "none", "addition"]
 Dataset = Literal["iu_xray", "mimic_cxr"]
+_T = TypeVar("_T")
+
+
+def from_known_keys(cls: type[_T], d: dict[str, Any]) -> _T:
+    """``cls(**d)`` for a config dataclass, rejecting keys it has no field for with a clear error
+    ("unknown UARConfig keys: [...]")."""
+    unknown = set(d) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+    return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -66,11 +76,7 @@ class UARConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> UARConfig:
         """Inverse of :meth:`to_dict`; unknown keys are rejected with a clear error."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown UARConfig keys: {sorted(unknown)}")
-        return cls(**d)
+        return from_known_keys(cls, d)
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,14 @@ weight file.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from uar.config import from_known_keys
 from uar.modules.cnn import FEATURE_CHANNELS, IMAGENET_MEAN, IMAGENET_STD, EfficientNetLite0Trunk
 
 __all__ = ["SEMANTIC_KIND", "SemanticConfig", "SemanticTokenizer"]
@@ -79,11 +80,7 @@ class SemanticConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SemanticConfig:
         """Inverse of :meth:`to_dict`; unknown keys are rejected."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown SemanticConfig keys: {sorted(unknown)}")
-        return cls(**d)
+        return from_known_keys(cls, d)
 
 
 class SemanticTokenizer(nn.Module):

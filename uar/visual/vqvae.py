@@ -17,12 +17,14 @@ serves training and the reconstruction grid.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from uar.config import from_known_keys
 
 __all__ = ["VQConfig", "VQOutput", "VectorQuantizerEMA", "VisualTokenizer"]
 
@@ -69,11 +71,7 @@ class VQConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> VQConfig:
         """Inverse of :meth:`to_dict`; unknown keys are rejected."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown VQConfig keys: {sorted(unknown)}")
-        return cls(**d)
+        return from_known_keys(cls, d)
 
 
 class VQOutput(NamedTuple):
