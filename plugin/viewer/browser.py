@@ -36,9 +36,10 @@ SCRIPT = Path(__file__).with_name("inspect_study.js")
 WINDOW = (1600, 900)
 EDGE_PX = 1.0  # tolerance of the "inside the viewport" check, CSS pixels
 MIN_IMAGE_STD = 8.0  # grey-level standard deviation of a drawn radiograph (a blank viewport is ~0)
-PDF_PAINTED_PNG_BYTES = (
-    20_000  # a PNG of the PDF viewport larger than this has the page painted (grey: ~2 KB)
-)
+# When the PDF viewport counts as painted (inspect_study.js, measurePage): rows whose pixels are
+# mostly at least WHITE grey levels make the page (at least MIN_PAGE_ROWS CSS px of them; the panel
+# around it is dark grey), and at least MIN_INK of the page's pixels are below INK (its text drawn).
+PDF_PAINT = {"white": 235, "ink": 160, "min_page_rows": 60, "min_ink": 0.004}
 # Share of the report's words (4+ letters) OCR must read in the PDF viewport. The fitted A4 page is
 # small: in a 340 px viewport Tesseract reads ~45 % of the words, in a 425 px one nearly all; a blank,
 # failed or foreign page reads ~0 %.
@@ -71,12 +72,19 @@ def inspect_study(
     scale: float = 3.0,
     timeout_s: float = 90.0,
     settle_s: float = 1.0,
+    paint_wait_s: float = 25.0,
+    attempts: int = 3,
 ) -> ViewResult:
     """Open ``study_uid`` in the OHIF at ``viewer_url``, lay out ``modalities`` side by side, measure.
 
     ``texts`` are strings that must appear in the page (matched with white space normalised).
     ``scale`` is the device pixel ratio of the screenshot (Chromium draws the PDF page at it; 3 gives
     OCR enough pixels even when the PDF viewport is only ~340 px wide).
+    The page counts as drawn when the middle of the image viewport is not blank and the PDF viewport
+    shows a page with text (:data:`PDF_PAINT`); a load that is not drawn after ``paint_wait_s`` is
+    reloaded, up to ``attempts`` loads (Chromium's headless WebGL draw and PDF plug-in now and then
+    never paint a freshly laid out viewport; a user presses F5). The measures of the last look are in
+    ``raw["image_paint"]``, ``raw["pdf_paint"]`` and the number of loads in ``raw["attempts"]``.
     Raises ``RuntimeError`` with the browser's message if the page never showed the study.
     """
     modules = ensure_puppeteer()
@@ -91,7 +99,9 @@ def inspect_study(
         "scale": scale,
         "timeout_ms": int(timeout_s * 1000),
         "settle_ms": int(settle_s * 1000),
-        "pdf_min_png_bytes": PDF_PAINTED_PNG_BYTES,
+        "paint_wait_ms": int(paint_wait_s * 1000),
+        "attempts": attempts,
+        "paint": {**PDF_PAINT, "scale": scale, "min_image_std": MIN_IMAGE_STD},
     }
     env = {**os.environ, "NODE_PATH": str(modules)}
     proc = subprocess.run(
@@ -99,7 +109,7 @@ def inspect_study(
         capture_output=True,
         text=True,
         env=env,
-        timeout=timeout_s * 2 + 60,
+        timeout=(2 * timeout_s + paint_wait_s) * attempts + 60,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"the browser could not show the study: {proc.stderr.strip()[-1500:]}")
@@ -175,7 +185,8 @@ def check_view(result: ViewResult, *, pdf_words_from: str = "") -> list[str]:
             middle |= {"width": r["width"] / 2, "height": r["height"] / 2}
             std = float(np.asarray(_crop(result, middle), dtype=np.float32).std())
             if std < MIN_IMAGE_STD:
-                problems.append(f"the image viewport looks blank (grey-level std {std:.1f})")
+                seen = raw.get("image_paint")
+                problems.append(f"the image viewport looks blank (grey-level std {std:.1f}; browser {seen})")
     doc_vp = result.viewport("DOC")
     if doc_vp is not None:
         if raw["pdf"] is None:
@@ -187,7 +198,8 @@ def check_view(result: ViewResult, *, pdf_words_from: str = "") -> list[str]:
             read = set(_words(result.ocr_text))
             share = sum(w in read for w in want) / max(len(want), 1)
             if share < MIN_OCR_WORD_SHARE or "draft" not in result.ocr_text.lower():
-                problems.append(f"OCR read {share:.0%} of the report's words in the PDF viewport")
+                seen = raw.get("pdf_paint")
+                problems.append(f"OCR read {share:.0%} of the report's words in the PDF viewport ({seen})")
     if raw["external_requests"]:
         problems.append(f"requests to other hosts: {raw['external_requests'][:3]}")
     result.problems = problems
