@@ -30,6 +30,7 @@ from uar.config import UARConfig
 from uar.data.images import to_tensor
 from uar.decoding import beam_search, greedy
 from uar.eval.labeler import OBSERVATIONS, label_report, label_sentence
+from uar.grounding import DEFAULT_RULE, Rule, SentenceMap, combine, sentence_spans
 from uar.modules.attention import int8_decoding
 from uar.ood import DomainVerdict, pool_views
 from uar.report import impression_from_labels
@@ -57,6 +58,7 @@ class Report:
     token_ids: list[int]  # generated word ids, without bos/eos
     domain: DomainVerdict = field(default_factory=DomainVerdict.unchecked)  # input-domain check
     withheld: bool = False  # True: out of domain, nothing generated (findings hold the statement)
+    maps: list[SentenceMap] = field(default_factory=list)  # grounding maps, when asked for
 
 
 def withheld_report(verdict: DomainVerdict, model_name: str, model_version: str) -> Report:
@@ -211,6 +213,8 @@ class ReportGenerator:
         beam_size: int = 3,
         int8: bool = False,
         withhold_out_of_domain: bool = False,
+        maps: bool = False,
+        rule: Rule = DEFAULT_RULE,
     ) -> Report:
         """Write the report of one study (frontal and optional lateral image); see :meth:`generate_batch`."""
         return self.generate_batch(
@@ -218,6 +222,8 @@ class ReportGenerator:
             beam_size=beam_size,
             int8=int8,
             withhold_out_of_domain=withhold_out_of_domain,
+            maps=maps,
+            rule=rule,
         )[0]
 
     def generate_batch(
@@ -227,8 +233,14 @@ class ReportGenerator:
         beam_size: int = 3,
         int8: bool = False,
         withhold_out_of_domain: bool = False,
+        maps: bool = False,
+        rule: Rule = DEFAULT_RULE,
     ) -> list[Report]:
         """Write the reports of several studies in one batched search; ``beam_size=1`` is greedy.
+
+        ``maps=True`` also reads back where the decoder looked for each sentence (one teacher-forced
+        pass per report, :mod:`uar.grounding`, combined by ``rule``) into :attr:`Report.maps`; a
+        withheld report has none.
 
         Each report carries its study's input-domain verdict; ``withhold_out_of_domain=True`` skips
         the decoding of out-of-domain studies and returns :func:`withheld_report` for them.
@@ -272,6 +284,39 @@ class ReportGenerator:
                     model_version=self.version,
                     token_ids=list(generated[i]),
                     domain=verdict,
+                    maps=self.sentence_maps(visual[i : i + 1], generated[i], rule, embedding[i : i + 1])
+                    if maps
+                    else [],
                 )
             )
         return reports
+
+    @torch.inference_mode()
+    def sentence_maps(
+        self,
+        visual: torch.Tensor,
+        token_ids: Sequence[int],
+        rule: Rule = DEFAULT_RULE,
+        embedding: torch.Tensor | None = None,
+    ) -> list[SentenceMap]:
+        """Grounding maps of one generated report: ``visual`` is its model input (1, ...) from
+        :meth:`visual_input`, ``token_ids`` its words. One :class:`SentenceMap` per sentence of the
+        readable findings (sentences the prose rules drop, such as orphan fragments, have none).
+        ``embedding``: E^(I) of ``visual`` (1, L, d) when the caller has it (the encoder is not run again).
+        """
+        ids = [int(t) for t in token_ids]
+        if not ids:
+            return []
+        words = torch.tensor([[0, *ids]], dtype=torch.long)  # bos + words
+        if embedding is None:
+            embedding = self.model.embed_visual(visual)
+        with self.model.reuse_visual_embedding(visual, embedding):
+            attention = self.model.cross_attention(visual, words)[0]  # (layers, H, T+1, L)
+        spans = sentence_spans(ids, self.text_tokenizer.word_id("."))
+        grids = combine(attention, spans, self.config.n_views, rule)
+        out = []
+        for (s, e), grid in zip(spans, grids, strict=True):
+            sentence = readable_findings(self.text_tokenizer.decode(ids[s:e]))
+            if sentence:
+                out.append(SentenceMap(sentence=sentence, span=(s, e), grids=grid))
+        return out

@@ -199,6 +199,24 @@ class UAR(nn.Module):
         f_img = self.align(self.embed_visual(visual), basis_kv or self.basis_kv())
         return Memory(enc=self.encoder(f_img), img_vec=F.normalize(f_img.mean(dim=1), dim=-1))
 
+    def cross_attention(self, visual: Tensor, words: Tensor) -> Tensor:
+        """Where the decoder looks while reading ``words`` (B, T) = [bos, w1..w(T-1)] after ``visual``.
+
+        One teacher-forced pass; row ``t`` is the query that produced word ``t + 1``. Returns the
+        cross-attention probabilities (B, layers, H, T, L), the TIR bias included when it acts.
+        """
+        if words.shape[1] > self.cfg.max_len + 1:
+            raise ValueError(
+                f"{words.shape[1]} decoder inputs exceed the model's maximum {self.cfg.max_len + 1}"
+            )
+        kv = self.basis_kv()
+        memory = self.encode(visual, kv).enc  # (B, L, d)
+        t = words.shape[1]
+        bias = self.tir.bias(t, memory.shape[1]) if self.tir_active(self.stage) else None  # (T, L)
+        record: list[Tensor] = []
+        self.decoder(self.align(self.embed_words(words), kv), memory, bias, record=record)
+        return torch.stack(record, dim=1)
+
     def init_decoding(self, visual: Tensor, beams: int, max_len: int, *, use_cache: bool) -> DecodeState:
         """Encode ``visual`` once and prepare decoding of ``beams`` rows per study for ``max_len`` steps.
 

@@ -200,6 +200,16 @@ class MultiHeadAttention(nn.Module):
         probs = torch.softmax(logits, dim=-1, dtype=q.dtype).view(b * h, n, s).to(v.dtype)
         return torch.bmm(probs, v.reshape(b * h, s, d_k)).view(b, h, n, d_k).to(q.dtype)
 
+    def weights(self, q: Tensor, k: Tensor, *, bias: Tensor | None = None) -> Tensor:
+        """The attention probabilities :meth:`attend_heads` uses (no mask, no dropout), in fp32.
+
+        q (B, H, N, d_k), k (B or 1, H, S, d_k), bias broadcastable to (B, H, N, S) -> (B, H, N, S).
+        """
+        logits = q.float() @ k.float().transpose(-1, -2)  # (B, H, N, S)
+        if bias is not None:
+            logits = logits + bias.float()
+        return torch.softmax(logits / math.sqrt(self.d_k), dim=-1)
+
     def attend_heads(
         self, q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None = None, bias: Tensor | None = None
     ) -> Tensor:

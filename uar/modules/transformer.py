@@ -112,13 +112,22 @@ class DecoderLayer(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(
-        self, x: Tensor, mem_kv: tuple[Tensor, Tensor], *, causal: Tensor, cross_bias: Tensor | None
+        self,
+        x: Tensor,
+        mem_kv: tuple[Tensor, Tensor],
+        *,
+        causal: Tensor,
+        cross_bias: Tensor | None,
+        record: list[Tensor] | None = None,
     ) -> Tensor:
         """Whole sequence: x (B, T, d), projected memory (B, H, L, d_k) x2, causal (T, T) bool,
-        cross_bias (T, L) or None -> (B, T, d)."""
+        cross_bias (T, L) or None -> (B, T, d). ``record``: the cross-attention probabilities
+        (B, H, T, L) are appended to it (grounding maps, :mod:`uar.grounding`)."""
         h = self.norm1(x)
         x = x + self.drop(self.self_attn(h, h, mask=causal))
         q = self.cross_attn.project_q(self.norm2(x))
+        if record is not None:
+            record.append(self.cross_attn.weights(q, mem_kv[0], bias=cross_bias))
         x = x + self.drop(self.cross_attn.attend_heads(q, *mem_kv, bias=cross_bias))
         return x + self.drop(self.ff(self.norm3(x)))
 
@@ -165,12 +174,19 @@ class Decoder(nn.Module):
         """Cross-attention keys/values of the encoder output (B, L, d), per layer (B, H, L, d_k) x2."""
         return [layer.cross_attn.project_kv(memory) for layer in self.layers]
 
-    def forward(self, x: Tensor, memory: Tensor, cross_bias: Tensor | None = None) -> Tensor:
-        """Teacher-forced / uncached: x (B, T, d), memory (B, L, d), cross_bias (T, L) -> (B, T, d)."""
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor,
+        cross_bias: Tensor | None = None,
+        record: list[Tensor] | None = None,
+    ) -> Tensor:
+        """Teacher-forced / uncached: x (B, T, d), memory (B, L, d), cross_bias (T, L) -> (B, T, d).
+        ``record`` collects each layer's cross-attention probabilities (B, H, T, L), first layer first."""
         t = x.shape[1]
         causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()  # (T, T)
         for layer, mem_kv in zip(self.layers, self.memory_kv(memory), strict=True):
-            x = layer(x, mem_kv, causal=causal, cross_bias=cross_bias)
+            x = layer(x, mem_kv, causal=causal, cross_bias=cross_bias, record=record)
         return self.norm(x)
 
     def new_cache(self, batch: int, max_len: int, like: Tensor) -> KVCache:

@@ -92,6 +92,10 @@ class TextTokenizer:
         words = clean_report(report, self.dataset, commas=self.punctuation).split()[: self.max_len - 1]
         return [self._ids.get(w, UNK_ID) for w in words]
 
+    def word_id(self, word: str) -> int:
+        """The id of ``word`` (1 = ``<unk>`` when it is not in the vocabulary)."""
+        return self._ids.get(word, UNK_ID)
+
     def id_to_word(self, i: int) -> str:
         """The word of id ``i`` (>= 1); 1 is ``<unk>``."""
         if i == UNK_ID:
