@@ -51,3 +51,5 @@ model="$RUN/long/$PRESET"
   "$UAR" evaluate --checkpoint "$model/final.safetensors" --data "$RUN/test" --split test --out "$model-test.json"
 "$UAR" export "$model/final.safetensors" "$OUT" --fp16 --name uar-default --version "$MODEL_VERSION" \
   --metrics "$model-test.json" --calibration-data "$RUN/data"
+# the decoder heads of the grounding maps, chosen on validation studies (docs/grounding.md)
+"$UAR" calibrate "$OUT" --grounding "$RUN/data"

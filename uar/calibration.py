@@ -1,4 +1,5 @@
-"""Calibrate the input-domain check (:mod:`uar.ood`) of a checkpoint file on its training data.
+"""Calibrate the input-domain check (:mod:`uar.ood`) of a checkpoint file on its training data, and
+choose the decoder heads of its grounding maps (:mod:`uar.grounding`) on synthetic validation studies.
 
 Used by ``uar calibrate``, ``uar export --calibration-data`` and at the end of ``uar train``.
 """
@@ -6,8 +7,10 @@ Used by ``uar calibrate``, ``uar export --calibration-data`` and at the end of `
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from uar.checkpoint import INPUT_CHECK_KEY, read_metadata, write_input_check
+from uar.checkpoint import INPUT_CHECK_KEY, read_metadata, write_grounding, write_input_check
+from uar.eval.pointing import look, play, select_heads
 from uar.generator import ReportGenerator
 from uar.ood import DEFAULT_PERCENTILE, InputCheck, calibrate_on_dataset
 
@@ -32,6 +35,32 @@ def calibrate_checkpoint(
         generator.view_features, data, percentile=percentile, max_reference=max_reference
     )
     return write_input_check(checkpoint, check, out), check
+
+
+def choose_grounding_heads(
+    checkpoint: str | Path,
+    data: str | Path,
+    out: str | Path | None = None,
+    *,
+    split: str = "val",
+    max_studies: int | None = 300,
+) -> tuple[Path, dict[str, Any]]:
+    """Choose the grounding heads of ``checkpoint`` on ``split`` of the synthetic set ``data`` (the
+    pointing game, :func:`uar.eval.pointing.select_heads`) and store them, in ``out`` or in place.
+    Returns (written file, the stored grounding metadata)."""
+    generator = ReportGenerator.load(checkpoint)
+    looked = look(generator, data, split, max_studies=max_studies)
+    heads, rate = select_heads(looked)
+    info: dict[str, Any] = {
+        "heads": [list(h) for h in heads],
+        "val_hit_rate": rate,
+        "val_hit_rate_all_heads": play(looked, "mean").rates()["map"],
+        "val_trials": play(looked, "heads", heads).n,
+        "val_studies": len(looked),
+        "data": Path(data).name,
+        "split": split,
+    }
+    return write_grounding(checkpoint, info, out), info
 
 
 def describe(check: InputCheck) -> str:

@@ -56,6 +56,7 @@ METADATA_KEYS = (
     "metrics",
 )
 INPUT_CHECK_KEY = "input_check"  # optional metadata key (older checkpoints lack it)
+GROUNDING_KEY = "grounding"  # optional: the decoder heads grounding maps use (uar.grounding)
 
 
 @dataclass
@@ -68,6 +69,7 @@ class Checkpoint:
     visual_tokenizer: AnyVisualTokenizer | None
     meta: dict[str, Any]  # model_name, model_version, train_config, metrics, format_version
     input_check: InputCheck | None = None  # None: the model has no input-domain check
+    grounding: dict[str, Any] | None = None  # "heads": [[layer, head], ...] and how they were chosen
 
 
 def _tensors(module: torch.nn.Module, prefix: str, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
@@ -175,6 +177,29 @@ def write_input_check(path: str | Path, check: InputCheck | None, out: str | Pat
     return _write(out if out is not None else path, tensors, metadata)
 
 
+def write_grounding(path: str | Path, grounding: dict[str, Any], out: str | Path | None = None) -> Path:
+    """Store the grounding heads (``{"heads": [[layer, head], ...], ...}``) in the checkpoint ``path``;
+    every tensor and other metadata entry is copied byte for byte; the result goes to ``out``
+    (default: ``path``, replaced atomically)."""
+    metadata = dict(read_metadata(path))
+    cfg = UARConfig.from_dict(json.loads(metadata["uar_config"]))
+    _check_heads(grounding, cfg)
+    metadata[GROUNDING_KEY] = json.dumps(grounding)
+    return _write(out if out is not None else path, load_file(str(path)), metadata)
+
+
+def _check_heads(grounding: dict[str, Any], cfg: UARConfig) -> None:
+    heads = grounding.get("heads")
+    if not isinstance(heads, list) or not heads:
+        raise ValueError("grounding metadata needs a non-empty list of [layer, head] pairs")
+    for pair in heads:
+        ok = isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, int) for x in pair)
+        if not ok or not (0 <= pair[0] < cfg.n_dec_layers and 0 <= pair[1] < cfg.n_heads):
+            raise ValueError(
+                f"grounding head {pair!r} is not in the model's {cfg.n_dec_layers} x {cfg.n_heads}"
+            )
+
+
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The raw metadata strings of a checkpoint, after checking its format version."""
     path = Path(path)
@@ -252,4 +277,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             _check_fits(input_check, cfg)
         except (ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path}: bad input check: {exc}") from exc
-    return Checkpoint(cfg, model, text_tok, visual_tok, meta, input_check)
+    grounding = None
+    if GROUNDING_KEY in metadata:
+        try:
+            grounding = json.loads(metadata[GROUNDING_KEY])
+            if not isinstance(grounding, dict):
+                raise ValueError("not an object")
+            _check_heads(grounding, cfg)
+        except (ValueError, TypeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: bad grounding metadata: {exc}") from exc
+    return Checkpoint(cfg, model, text_tok, visual_tok, meta, input_check, grounding)

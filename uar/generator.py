@@ -30,7 +30,7 @@ from uar.config import UARConfig
 from uar.data.images import to_tensor
 from uar.decoding import beam_search, greedy
 from uar.eval.labeler import OBSERVATIONS, label_report, label_sentence
-from uar.grounding import DEFAULT_RULE, Rule, SentenceMap, combine, sentence_spans
+from uar.grounding import DEFAULT_RULE, Head, Rule, SentenceMap, combine, sentence_spans
 from uar.modules.attention import int8_decoding
 from uar.ood import DomainVerdict, pool_views
 from uar.report import impression_from_labels
@@ -152,6 +152,12 @@ class ReportGenerator:
         return str(self.checkpoint.meta["model_version"])
 
     @property
+    def grounding_heads(self) -> list[Head]:
+        """The (layer, head) pairs the checkpoint's grounding maps average (empty: all heads)."""
+        g = self.checkpoint.grounding
+        return [(int(a), int(b)) for a, b in g["heads"]] if g else []
+
+    @property
     def config(self) -> UARConfig:
         """The model's architecture."""
         return self.checkpoint.cfg
@@ -214,7 +220,7 @@ class ReportGenerator:
         int8: bool = False,
         withhold_out_of_domain: bool = False,
         maps: bool = False,
-        rule: Rule = DEFAULT_RULE,
+        rule: Rule | None = None,
     ) -> Report:
         """Write the report of one study (frontal and optional lateral image); see :meth:`generate_batch`."""
         return self.generate_batch(
@@ -234,13 +240,14 @@ class ReportGenerator:
         int8: bool = False,
         withhold_out_of_domain: bool = False,
         maps: bool = False,
-        rule: Rule = DEFAULT_RULE,
+        rule: Rule | None = None,
     ) -> list[Report]:
         """Write the reports of several studies in one batched search; ``beam_size=1`` is greedy.
 
         ``maps=True`` also reads back where the decoder looked for each sentence (one teacher-forced
-        pass per report, :mod:`uar.grounding`, combined by ``rule``) into :attr:`Report.maps`; a
-        withheld report has none.
+        pass per report, :mod:`uar.grounding`, combined by ``rule``; None = the checkpoint's
+        grounding heads, or :data:`uar.grounding.DEFAULT_RULE` when it has none) into
+        :attr:`Report.maps`; a withheld report has none.
 
         Each report carries its study's input-domain verdict; ``withhold_out_of_domain=True`` skips
         the decoding of out-of-domain studies and returns :func:`withheld_report` for them.
@@ -296,7 +303,7 @@ class ReportGenerator:
         self,
         visual: torch.Tensor,
         token_ids: Sequence[int],
-        rule: Rule = DEFAULT_RULE,
+        rule: Rule | None = None,
         embedding: torch.Tensor | None = None,
     ) -> list[SentenceMap]:
         """Grounding maps of one generated report: ``visual`` is its model input (1, ...) from
@@ -313,7 +320,9 @@ class ReportGenerator:
         with self.model.reuse_visual_embedding(visual, embedding):
             attention = self.model.cross_attention(visual, words)[0]  # (layers, H, T+1, L)
         spans = sentence_spans(ids, self.text_tokenizer.word_id("."))
-        grids = combine(attention, spans, self.config.n_views, rule)
+        if rule is None:
+            rule = "heads" if self.grounding_heads else DEFAULT_RULE
+        grids = combine(attention, spans, self.config.n_views, rule, self.grounding_heads)
         out = []
         for (s, e), grid in zip(spans, grids, strict=True):
             sentence = readable_findings(self.text_tokenizer.decode(ids[s:e]))

@@ -10,12 +10,16 @@ combines the rows of its words by a rule:
 * ``last``: the same over the last decoder layer only;
 * ``contrast``: ``mean`` minus the report's average over all its words, clipped at 0 (what this
   sentence looks at more than the report as a whole; the attention every word pays to the same
-  "sink" positions cancels out). A sentence with nothing above the report's average keeps ``mean``.
+  "sink" positions cancels out). A sentence with nothing above the report's average keeps ``mean``;
+* ``heads``: ``mean`` over a chosen set of (layer, head) pairs only: the heads that point at the
+  findings on a model's validation studies (``uar calibrate --grounding``, stored in the checkpoint;
+  :func:`uar.eval.pointing.select_heads`).
 
-:data:`DEFAULT_RULE` is the rule the pointing game measured best (benchmarks/pointing_game.py,
-docs/benchmarks.md). Maps are kept at grid resolution (a few hundred floats per sentence) and
-upsampled to the view's pixels on demand; the model resizes each view straight to a square
-(:func:`uar.data.images.resize`), so a plain bilinear stretch maps a grid back onto the image.
+A checkpoint with chosen heads uses ``heads``; one without uses :data:`DEFAULT_RULE` (benchmarks/
+pointing_game.py compares the rules on held-out studies, docs/benchmarks.md). Maps are kept at grid
+resolution (a few hundred floats per sentence) and upsampled to the view's pixels on demand; the
+model resizes each view straight to a square (:func:`uar.data.images.resize`), so a plain bilinear
+stretch maps a grid back onto the image.
 """
 
 from __future__ import annotations
@@ -23,16 +27,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-Rule = Literal["mean", "last", "contrast"]
-RULES: tuple[Rule, ...] = ("mean", "last", "contrast")
-DEFAULT_RULE: Rule = "contrast"
+Rule = Literal["mean", "last", "contrast", "heads"]
+RULES: tuple[Rule, ...] = ("mean", "last", "contrast", "heads")
+DEFAULT_RULE: Rule = "mean"
+Head = tuple[int, int]  # (decoder layer, attention head), both 0-based
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,18 @@ class SentenceMap:
         """The map's maximum on ``view`` as (column, row) in [0, 1] image fractions (cell centre)."""
         g = self.grids.shape[-1]
         row, col = np.unravel_index(int(np.argmax(self.grids[view])), self.grids[view].shape)
-        return (col + 0.5) / g, (row + 0.5) / g
+        return (float(col) + 0.5) / g, (float(row) + 0.5) / g
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form: sentence, span, per view its share and peak, and the grids (5 decimals)."""
+        views = range(self.grids.shape[0])
+        return {
+            "sentence": self.sentence,
+            "span": list(self.span),
+            "share": [round(self.share(v), 5) for v in views],
+            "peak": [list(self.peak(v)) for v in views],
+            "grids": np.round(self.grids.astype(np.float64), 5).tolist(),
+        }
 
     def upsampled(self, view: int, shape: tuple[int, int]) -> np.ndarray:
         """The map of ``view`` stretched bilinearly to ``shape`` = (rows, columns) of the image,
@@ -77,17 +93,31 @@ def sentence_spans(token_ids: Sequence[int], period_id: int) -> list[tuple[int, 
 
 
 def combine(
-    attention: Tensor, spans: Sequence[tuple[int, int]], n_views: int, rule: Rule
+    attention: Tensor,
+    spans: Sequence[tuple[int, int]],
+    n_views: int,
+    rule: Rule,
+    heads: Sequence[Head] | None = None,
 ) -> list[np.ndarray]:
     """Per-sentence grids (V, g, g) from one report's cross-attention (layers, H, T, L).
 
     Row ``j`` of ``attention`` is the query that produced word ``j`` of the report (row 0 = bos ->
-    first word), so span (s, e) uses rows s..e-1.
+    first word), so span (s, e) uses rows s..e-1. ``heads`` (rule ``heads`` only): the (layer, head)
+    pairs to average.
     """
     if rule not in RULES:
         raise ValueError(f"unknown grounding rule {rule!r}; expected one of {', '.join(RULES)}")
-    layers = attention[-1:] if rule == "last" else attention
-    per_word = layers.mean(dim=(0, 1))  # (T, L)
+    if rule == "heads":
+        if not heads:
+            raise ValueError("the heads rule needs the (layer, head) pairs to average")
+        n_layers, n_heads = attention.shape[:2]
+        bad = [h for h in heads if not (0 <= h[0] < n_layers and 0 <= h[1] < n_heads)]
+        if bad:
+            raise ValueError(f"heads {bad} are not in a {n_layers}-layer, {n_heads}-head decoder")
+        per_word = torch.stack([attention[layer, head] for layer, head in heads]).mean(dim=0)  # (T, L)
+    else:
+        layers = attention[-1:] if rule == "last" else attention
+        per_word = layers.mean(dim=(0, 1))  # (T, L)
     n_words = max(max((e for _, e in spans), default=0), 1)
     report = per_word[:n_words].mean(dim=0)  # (L,)
     l_len = per_word.shape[1]
@@ -102,5 +132,5 @@ def combine(
             if float(above.sum()) > 0:
                 m = above
         m = m / m.sum().clamp(min=1e-12)
-        grids.append(m.view(n_views, g, g).float().numpy())
+        grids.append(m.view(n_views, g, g).detach().float().numpy())
     return grids

@@ -199,6 +199,7 @@ class UAR(nn.Module):
         f_img = self.align(self.embed_visual(visual), basis_kv or self.basis_kv())
         return Memory(enc=self.encoder(f_img), img_vec=F.normalize(f_img.mean(dim=1), dim=-1))
 
+    @torch.no_grad()
     def cross_attention(self, visual: Tensor, words: Tensor) -> Tensor:
         """Where the decoder looks while reading ``words`` (B, T) = [bos, w1..w(T-1)] after ``visual``.
 

@@ -10,6 +10,10 @@ reference statistics come from its ``train`` split, the threshold from its ``val
 ``--percentile`` of the validation studies' scores); the ``test`` split is never read. Every other
 tensor and metadata entry of the checkpoint is copied unchanged (same weights, same reports).
 See docs/ood.md.
+
+``--grounding SYN`` chooses the decoder heads of the grounding maps (docs/grounding.md) on the ``val``
+split of a synthetic set (``uar data synthetic``: the renderer knows where each finding is drawn):
+the heads whose maps point at the findings the reports name (:func:`uar.eval.pointing.select_heads`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from uar.calibration import calibrate_checkpoint, describe
+from uar.calibration import calibrate_checkpoint, choose_grounding_heads, describe
 from uar.ood import DEFAULT_PERCENTILE
 
 
@@ -30,7 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the val split; store both in the checkpoint.",
     )
     p.add_argument("checkpoint", type=Path, help="checkpoint (.safetensors) to calibrate")
-    p.add_argument("--data", required=True, type=Path, help="R2Gen dataset folder (train + val splits)")
+    p.add_argument("--data", type=Path, help="R2Gen dataset folder (train + val splits): input-domain check")
+    p.add_argument(
+        "--grounding", type=Path, help="synthetic set folder: choose the grounding heads on its val split"
+    )
+    p.add_argument("--grounding-studies", type=int, default=300, help="val studies for --grounding")
     p.add_argument("--out", type=Path, help="write the calibrated checkpoint here (default: in place)")
     p.add_argument(
         "--percentile",
@@ -48,13 +56,25 @@ def run(args: argparse.Namespace) -> int:
     """Run ``uar calibrate``; prints the written file and the threshold."""
     if args.max_reference is not None and args.max_reference < 2:
         raise ValueError(f"--max-reference must be >= 2, got {args.max_reference}")
-    path, check = calibrate_checkpoint(
-        args.checkpoint,
-        args.data,
-        args.out,
-        percentile=args.percentile,
-        max_reference=args.max_reference,
-    )
-    print(describe(check))
-    print(f"{path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    if args.data is None and args.grounding is None:
+        raise ValueError("give --data (input-domain check), --grounding (grounding heads) or both")
+    path = args.checkpoint
+    if args.data is not None:
+        path, check = calibrate_checkpoint(
+            args.checkpoint,
+            args.data,
+            args.out,
+            percentile=args.percentile,
+            max_reference=args.max_reference,
+        )
+        print(describe(check))
+    if args.grounding is not None:
+        path, info = choose_grounding_heads(
+            path, args.grounding, args.out if args.data is None else None, max_studies=args.grounding_studies
+        )
+        print(
+            f"grounding heads {info['heads']}: pointing-game hit rate {info['val_hit_rate']:.3f} on"
+            f" {info['val_trials']} validation trials (all heads {info['val_hit_rate_all_heads']:.3f})"
+        )
+    print(f"{path} ({Path(path).stat().st_size / 2**20:.1f} MiB)")
     return 0

@@ -1,0 +1,96 @@
+"""The pointing game (uar.eval.pointing): trials against the renderer's regions, the head choice
+stored by ``uar calibrate --grounding``, and benchmarks/pointing_game.py on a small real synthetic set."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO
+from uar.checkpoint import load_checkpoint
+from uar.eval.pointing import case_of, score, trials
+from uar.generator import default_checkpoint_path
+from uar.grounding import SentenceMap
+from uar.synthetic.dataset import write_dataset
+from uar.synthetic.regions import finding_regions
+from uar.synthetic.sampling import sample_case
+
+
+def _effusion_case():
+    for i in range(500):
+        case = sample_case(np.random.default_rng([11, i]))
+        if case.findings.effusions and not case.findings.devices.any:
+            return case
+    raise AssertionError("no case with an effusion")
+
+
+def _map_at(sentence: str, col: float, row: float, g: int = 8) -> SentenceMap:
+    grids = np.zeros((2, g, g), dtype=np.float32)
+    grids[0, min(int(row * g), g - 1), min(int(col * g), g - 1)] = 1.0
+    return SentenceMap(sentence, (0, 3), grids)
+
+
+def test_a_map_pointing_into_the_drawn_box_is_a_hit() -> None:
+    regions = finding_regions(_effusion_case(), "frontal", size=256)
+    [box, *_] = [r.box for r in regions if r.observation == "Pleural Effusion"]
+    cx, cy = (box[0] + box[2]) / 2 / 256, (box[1] + box[3]) / 2 / 256
+    hit = trials([_map_at("There is a small pleural effusion.", cx, cy)], regions)
+    assert len(hit) == 1 and hit[0].observation == "Pleural Effusion" and hit[0].hit
+    assert 0 < hit[0].random_hit < 1
+    far = (0.02 if cx > 0.5 else 0.98), 0.02
+    miss = trials([_map_at("There is a small pleural effusion.", *far)], regions)
+    assert len(miss) == 1 and not miss[0].hit
+    # a negated finding, or one the case does not have, is no trial
+    assert (
+        trials(
+            [_map_at("No pleural effusion.", cx, cy), _map_at("There is a pneumothorax.", cx, cy)], regions
+        )
+        == []
+    )
+    s = score(hit + miss)
+    assert s.rates()["map"] == 0.5 and s.per_observation["Pleural Effusion"].n == 2
+
+
+def test_case_of_checks_the_study_id_and_labels() -> None:
+    case = sample_case(np.random.default_rng([2, 5]))
+    assert case_of({"id": "syn2_000005", "labels": case.labels}) == case
+    with pytest.raises(ValueError, match="not a synthetic study"):
+        case_of({"id": "CXR12_IM-0001", "labels": {}})
+    with pytest.raises(ValueError, match="does not match"):
+        case_of({"id": "syn2_000006", "labels": case.labels | {"Pneumothorax": 1, "Cardiomegaly": 1}})
+
+
+@pytest.mark.slow
+def test_calibrate_grounding_and_the_benchmark_on_real_studies(tmp_path: Path) -> None:
+    data = tmp_path / "syn"
+    write_dataset(data, 16, seed=5, splits=(0.25, 0.75, 0.0), progress=False)
+    ckpt = tmp_path / "model.safetensors"
+    shutil.copy(default_checkpoint_path(), ckpt)
+    env_cmd = [sys.executable, "-m", "uar", "calibrate", str(ckpt), "--grounding", str(data)]
+    proc = subprocess.run(env_cmd, capture_output=True, text=True, timeout=600, check=True)
+    assert "grounding heads" in proc.stdout
+    grounding = load_checkpoint(ckpt).grounding
+    assert grounding is not None and grounding["val_studies"] == 12 and grounding["split"] == "val"
+    assert 1 <= len(grounding["heads"]) <= 4
+    out = tmp_path / "pg.json"
+    bench = [
+        sys.executable,
+        str(REPO / "benchmarks" / "pointing_game.py"),
+        "--data",
+        str(data),
+        "--split",
+        "val",
+    ]
+    bench += ["--checkpoint", str(ckpt), "--speed-studies", "2", "--json", str(out)]
+    proc = subprocess.run(bench, capture_output=True, text=True, timeout=600, check=True, cwd=REPO)
+    results = json.loads(out.read_text())
+    assert set(results["rules"]) == {"mean", "last", "contrast", "heads"}
+    heads = results["rules"]["heads"]["overall"]
+    assert heads["n"] > 0 and heads["map"] == pytest.approx(grounding["val_hit_rate"])
+    assert "rule heads" in proc.stdout and "maps off" in proc.stdout
