@@ -7,6 +7,7 @@ Real parts only, as in test_viewer.py. The screenshot is kept under ``$UAR_ARTIF
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 
 from plugin.viewer.browser import check_view, colour_share, inspect_study
+from plugin.viewer.cli import _modalities, add_arguments
 from plugin.viewer.stack import ViewerStack, referenced_images
 from tests.conftest import require_tool
 from tests.viewer.test_viewer import ARTIFACTS
@@ -35,6 +37,12 @@ def test_ohif_shows_the_attention_map_beside_the_image_and_the_sr(tmp_path: Path
     t0 = time.monotonic()
     case = sample_case(np.random.default_rng(SEED), seed=SEED)
     files = write_study(tmp_path / "study", case, SEED, size=256, transfer_syntax=ExplicitVRLittleEndian)
+    for path in (files.frontal, files.lateral):
+        # OHIF 3.13.2 cannot load an image with VOI LUT Function LINEAR (the default when absent;
+        # docs/viewer.md); `uar viewer` removes it from its demo study the same way
+        ds = pydicom.dcmread(path)
+        del ds.VOILUTFunction
+        ds.save_as(path, enforce_file_format=True)
     image_modality = str(pydicom.dcmread(files.frontal, stop_before_pixels=True).Modality)
     with ViewerStack(tmp_path / "stack", write_pdf=False, write_maps=True, beam_size=1) as stack:
         routed = stack.route([files.frontal, files.lateral], timeout_s=180)
@@ -59,3 +67,14 @@ def test_ohif_shows_the_attention_map_beside_the_image_and_the_sr(tmp_path: Path
         assert colour_share(result, "OT") > MIN_COLOUR_SHARE  # OHIF draws the SC in colour
         assert colour_share(result, image_modality) < MIN_COLOUR_SHARE / 10  # the radiograph stays grey
     print(f"viewer round trip with attention maps and browser check: {time.monotonic() - t0:.0f} s")
+
+
+def test_uar_viewer_maps_option_lays_out_the_attention_maps(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args(["--maps"]).maps and not parser.parse_args([]).maps
+    case = sample_case(np.random.default_rng(SEED), seed=SEED)
+    files = write_study(tmp_path, case, SEED, size=64, transfer_syntax=ExplicitVRLittleEndian)
+    modality = str(pydicom.dcmread(files.frontal, stop_before_pixels=True).Modality)
+    assert _modalities(False, [files.frontal], True) == [modality, "OT", "SR"]
+    assert _modalities(True, [files.frontal]) == [modality, "SR", "DOC"]
