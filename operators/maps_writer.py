@@ -19,8 +19,9 @@ BodyPartExamined CHEST, an unpaired part, so Laterality (Type 2C) is absent.
 
 Withheld (out-of-domain) reports have no maps and get no Secondary Capture. A study read with its
 frontal view only (the model's lateral slot then holds the frontal too) gets one picture whose map
-is the sum of both slots. The written headers are attached to the study's report
-(:attr:`operators.inference.StudyReport.map_instances`) so that the SR writer can reference them.
+is the sum of both slots; a one-view model gets the frontal picture only. The written headers are
+attached to the study's report (:attr:`operators.inference.StudyReport.map_instances`) so that the
+SR writer can reference them.
 """
 
 from __future__ import annotations
@@ -63,8 +64,11 @@ def view_maps(study: CXRStudy, maps: list[SentenceMap]) -> list[tuple[SourceImag
     """The pictures to draw: (source image, view index of the maps, maps) per view the model read.
 
     With the frontal view alone, a two-view model read the frontal image in both slots: its picture
-    gets the sum of both slots (one view, index 0).
+    gets the sum of both slots (one view, index 0). A one-view model (maps of one view) read the
+    frontal only, lateral or not.
     """
+    if min(m.grids.shape[0] for m in maps) == 1:
+        return [(study.frontal, 0, maps)]
     if study.lateral is not None:
         return [(study.frontal, 0, maps), (study.lateral, 1, maps)]
     merged = [

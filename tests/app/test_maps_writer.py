@@ -21,6 +21,7 @@ from plugin.settings import REPO_APP_YAML, AppSettings
 from tests.app.conftest import SMALL_CHEST_FILE
 from tests.conftest import require_tool
 from uar.generator import ReportGenerator
+from uar.grounding import SentenceMap
 from uar.synthetic.dicom import StudyFiles, write_study
 from uar.synthetic.sampling import sample_case
 
@@ -224,3 +225,10 @@ def test_attention_map_settings_are_validated() -> None:
         AppSettings.from_dict({"maps_series_description": "x" * 65})
     with pytest.raises(ValueError, match="maps_series_number"):
         AppSettings.from_dict({"maps_series_number": 0})
+
+
+def test_a_one_view_model_gets_the_frontal_picture_only(maps_run: tuple[Path, AppResult]) -> None:
+    study = maps_run[1].reports[0].study
+    one_view = [SentenceMap("The lungs are clear.", (0, 4), np.full((1, 7, 7), 1 / 49, dtype=np.float32))]
+    [(source, view, maps)] = view_maps(study, one_view)
+    assert source is study.frontal and view == 0 and maps == one_view
