@@ -26,7 +26,6 @@ SR writer can reference them.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import warnings
@@ -207,8 +206,10 @@ def _write_views(
         path = output_folder / f"SC_{sc.SOPInstanceUID}.dcm"
         written.append(WrittenInstance(path, sc, study.study_instance_uid, "sc"))
         sc.save_as(path, enforce_file_format=True)
-        header = copy.copy(sc)
-        del header.PixelData
+        header = pydicom.Dataset()  # the instance without its pixels, for the SR's references
+        for element in sc:
+            if element.keyword != "PixelData":
+                header.add(element)
         study_report.map_instances[source.view] = header
 
 
