@@ -22,10 +22,11 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pydicom
 from monai.deploy.core import Fragment, Operator, OperatorSpec
 
 from operators.study_loader import CXRStudy, Rejection, uid_tag, write_rejection
@@ -41,11 +42,17 @@ _GENERATORS_LOCK = threading.Lock()
 
 @dataclass
 class StudyReport:
-    """The draft report of one study, with the model time alone (seconds, wall clock)."""
+    """The draft report of one study, with the model time alone (seconds, wall clock).
+
+    ``map_instances``: headers of the attention-map Secondary Captures written for this report, by
+    view ("frontal", "lateral"; filled by :class:`operators.maps_writer.MapsWriterOperator`, read by
+    the SR writer to reference them).
+    """
 
     study: CXRStudy
     report: Report
     seconds: float
+    map_instances: dict[str, pydicom.Dataset] = field(default_factory=dict)
 
 
 def find_checkpoint(model_path: str | Path | None) -> Path | None:
@@ -98,17 +105,24 @@ def generate_reports(
     beam_size: int,
     int8: bool = False,
     withhold: bool = False,
+    maps: bool = False,
 ) -> list[StudyReport]:
     """Run the generator on each study: frontal image, and the lateral one when present.
 
     ``withhold=True``: out-of-domain studies get a withheld report (nothing generated).
+    ``maps=True``: each generated report carries its sentences' grounding maps (``Report.maps``).
     """
     out: list[StudyReport] = []
     for study in studies:
         start = time.perf_counter()
         lateral = study.lateral.pixels if study.lateral is not None else None
         report = generator.generate(
-            study.frontal.pixels, lateral, beam_size=beam_size, int8=int8, withhold_out_of_domain=withhold
+            study.frontal.pixels,
+            lateral,
+            beam_size=beam_size,
+            int8=int8,
+            withhold_out_of_domain=withhold,
+            maps=maps,
         )
         seconds = time.perf_counter() - start
         domain = report.domain
@@ -141,6 +155,7 @@ class UARInferenceOperator(Operator):
     ``generator`` is used as is when given; otherwise the model is resolved from ``model_path``
     on the first compute (see the module docstring). ``ood_policy`` / ``withhold_as``: see the
     module docstring; withheld studies recorded as rejections are kept in :attr:`rejections`.
+    ``write_maps``: also read back each sentence's grounding map (for the attention-map writer).
     """
 
     def __init__(
@@ -154,6 +169,7 @@ class UARInferenceOperator(Operator):
         ood_policy: str = "withhold",
         withhold_as: str = "sr",
         output_folder: Path | None = None,
+        write_maps: bool = False,
         **kwargs: Any,
     ) -> None:
         if ood_policy not in ("withhold", "flag") or withhold_as not in ("sr", "rejection"):
@@ -167,6 +183,7 @@ class UARInferenceOperator(Operator):
         self.ood_policy = ood_policy
         self.withhold_as = withhold_as
         self.output_folder = output_folder
+        self.write_maps = write_maps
         self.reports: list[StudyReport] = []
         self.rejections: list[Rejection] = []  # withheld studies recorded as rejections
         self.verdicts: list[str] = []  # input-domain verdict of every study of the last compute
@@ -189,6 +206,7 @@ class UARInferenceOperator(Operator):
                 beam_size=self.beam_size,
                 int8=self.int8_decoding,
                 withhold=self.ood_policy == "withhold",
+                maps=self.write_maps,
             )
             if studies
             else []

@@ -1,10 +1,11 @@
-"""Typed settings the report operators read: decoding, SR and PDF series, equipment, language.
+"""Typed settings the report operators read: decoding, SR, PDF and attention-map series, equipment,
+language.
 
 :class:`AppSettings` is defined here, with the operators that read it (``UARInferenceOperator`` gets
-``beam_size`` and ``int8_decoding``, ``SRWriterOperator`` and ``PDFWriterOperator`` the series,
-equipment and title fields); the application (:mod:`plugin.settings`, :mod:`plugin.app`) reads it
-from the ``uar:`` key of ``app.yaml`` (:meth:`AppSettings.from_yaml`) and passes it in; nothing
-here imports the application.
+``beam_size``, ``int8_decoding`` and ``write_maps``, ``SRWriterOperator``, ``PDFWriterOperator`` and
+``MapsWriterOperator`` the series, equipment and title fields); the application
+(:mod:`plugin.settings`, :mod:`plugin.app`) reads it from the ``uar:`` key of ``app.yaml``
+(:meth:`AppSettings.from_yaml`) and passes it in; nothing here imports the application.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ class AppSettings:
     write_pdf: bool = False  # also write an Encapsulated PDF of the same report
     pdf_series_number: int = 9902
     pdf_series_description: str = "AI draft report (UAR) PDF - PRELIMINARY, NOT VERIFIED"
+    # also write one Secondary Capture per view: where the model looked for each sentence (not diagnostic)
+    write_maps: bool = False
+    maps_series_number: int = 9903
+    maps_series_description: str = "AI attention map (UAR) - NOT FOR DIAGNOSIS"
     manufacturer: str = "UAR Report Node"  # Manufacturer (0008,0070) of the SR / PDF equipment
     institution_name: str = ""  # InstitutionName (0008,0080); empty = not written
     language: str = "en-US"  # RFC 5646 tag of the report text (TID 1204)
@@ -61,7 +66,7 @@ class AppSettings:
         settings = cls(**d)
         if settings.beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {settings.beam_size}")
-        for name in ("sr_series_number", "pdf_series_number"):
+        for name in ("sr_series_number", "pdf_series_number", "maps_series_number"):
             if not 0 < getattr(settings, name) < 2**31:
                 raise ValueError(f"{name} must be a positive IS value, got {getattr(settings, name)}")
         if settings.ood_policy not in OOD_POLICIES:
@@ -70,7 +75,13 @@ class AppSettings:
             raise ValueError(
                 f"ood_withhold_as must be one of {WITHHOLD_OUTPUTS}, got {settings.ood_withhold_as!r}"
             )
-        for name in ("sr_series_description", "ood_sr_series_description", "withheld_sr_series_description"):
+        for name in (
+            "sr_series_description",
+            "pdf_series_description",
+            "maps_series_description",
+            "ood_sr_series_description",
+            "withheld_sr_series_description",
+        ):
             if len(getattr(settings, name)) > 64:
                 raise ValueError(f"{name} must fit SeriesDescription (LO, at most 64 characters)")
         return settings

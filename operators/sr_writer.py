@@ -10,6 +10,8 @@ Built with highdicom (platform.md §5). Document content tree::
       CONTAINS NUM Input domain score, Input domain threshold (99UARRN, unit "1"; when checked)
       CONTAINS CONTAINER Findings (LN 59776-5), CONTINUOUS
         CONTAINS TEXT Finding (DCM 121071) = one generated sentence (one item per sentence)
+          INFERRED FROM IMAGE Illustration of ROI (DCM 121200) = its attention-map Secondary
+                                 Capture, one item per view (only with write_maps, see below)
       CONTAINS CONTAINER Impressions (LN 19005-8), CONTINUOUS
         CONTAINS TEXT Impression (DCM 121073) = one rule-derived sentence (one item per sentence)
       CONTAINS CONTAINER Summary (LN 55112-7)
@@ -25,9 +27,17 @@ CONTINUOUS.) :func:`section_text` reads a section back as one string.
 Document attributes: SpecificCharacterSet ISO_IR 192 (UTF-8; highdicom leaves it empty and
 non-ASCII text would become "?"), PreliminaryFlag PRELIMINARY, CompletionFlag COMPLETE,
 VerificationFlag UNVERIFIED, CurrentRequestedProcedureEvidenceSequence = exactly the instances the
-model read, patient and study attributes copied from them (highdicom), a new series with the
-configured SeriesNumber and SeriesDescription, and a ContributingEquipmentSequence item naming the
-model and its version (IHE AIR provenance).
+model read (and the attention-map pictures the SR references), patient and study attributes copied
+from them (highdicom), a new series with the configured SeriesNumber and SeriesDescription, and a
+ContributingEquipmentSequence item naming the model and its version (IHE AIR provenance).
+
+Attention maps (``write_maps``, :mod:`operators.maps_writer`): each Finding whose sentence has a
+grounding map gets one IMAGE child per view picture, relationship INFERRED FROM, concept "Illustration
+of ROI" (DCM 121200, CID 7003 "Diagnostic Imaging Report Purposes of Reference"), as TID 2002 (Report
+Narrative) allows under a TEXT observation; the pictures are in the same study, so they join the
+source images in CurrentRequestedProcedureEvidenceSequence (highdicom files evidence by study; every
+instance the content tree references must be listed as evidence). A sentence without a map (the
+Impression, a withheld report) has no IMAGE item.
 
 Input domain (docs/ood.md, :func:`domain_items`): every SR says whether the model's input check
 found the images within its validated input domain. Out-of-domain reports (policy ``flag``) carry a
@@ -43,6 +53,7 @@ import copy
 import logging
 import re
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -103,12 +114,12 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 @dataclass
 class WrittenInstance:
-    """A DICOM instance written to the output folder (``kind`` "sr" or "pdf")."""
+    """A DICOM instance written to the output folder (``kind`` "sr", "pdf" or "sc", an attention map)."""
 
     path: Path
     dataset: pydicom.Dataset
     study_instance_uid: str
-    kind: Literal["sr", "pdf"]
+    kind: Literal["sr", "pdf", "sc"]
 
 
 def device_observer_uid(model_name: str, model_version: str) -> str:
@@ -167,8 +178,44 @@ def _section(
     return section
 
 
-def build_content(report: Report, settings: AppSettings) -> hd.sr.ContainerContentItem:
-    """The TID 2000 content tree of ``report`` (see the module docstring)."""
+ATTENTION_MAP_PURPOSE = hd.sr.CodedConcept("121200", "DCM", "Illustration of ROI")  # CID 7003
+
+
+def map_references(
+    report: Report, findings: list[str], map_instances: Mapping[str, pydicom.Dataset]
+) -> list[list[hd.sr.ImageContentItem]]:
+    """The IMAGE items under each Finding statement of ``findings``: one per attention-map picture
+    (frontal first) for a statement whose sentence has a grounding map, none otherwise.
+
+    Statements and maps are matched in order by their text (a map's sentence is the readable
+    sentence as it appears in the findings).
+    """
+    pictures = [map_instances[v] for v in ("frontal", "lateral") if v in map_instances]
+    out: list[list[hd.sr.ImageContentItem]] = [[] for _ in findings]
+    if report.withheld or not pictures:
+        return out
+    sentences = [m.sentence for m in report.maps]
+    j = 0
+    for i, text in enumerate(findings):
+        if text in sentences[j:]:
+            j = sentences.index(text, j) + 1
+            out[i] = [
+                hd.sr.ImageContentItem(
+                    name=ATTENTION_MAP_PURPOSE,
+                    referenced_sop_class_uid=str(p.SOPClassUID),
+                    referenced_sop_instance_uid=str(p.SOPInstanceUID),
+                    relationship_type=hd.sr.RelationshipTypeValues.INFERRED_FROM,
+                )
+                for p in pictures
+            ]
+    return out
+
+
+def build_content(
+    report: Report, settings: AppSettings, map_instances: Mapping[str, pydicom.Dataset] | None = None
+) -> hd.sr.ContainerContentItem:
+    """The TID 2000 content tree of ``report`` (see the module docstring); ``map_instances``: the
+    headers of its attention-map pictures by view, referenced from the Findings they ground."""
     root = hd.sr.ContainerContentItem(
         name=hd.sr.CodedConcept("43468-8", "LN", settings.report_title),
         template_id="2000",
@@ -189,7 +236,12 @@ def build_content(report: Report, settings: AppSettings) -> hd.sr.ContainerConte
         ),
     )
     content = [*language, *observer, *domain_items(report)]
-    content.append(_section(codes.LN.Findings, codes.DCM.Finding, statements(report.findings)))
+    findings = _section(codes.LN.Findings, codes.DCM.Finding, statements(report.findings))
+    references = map_references(report, statements(report.findings), map_instances or {})
+    for item, images in zip(findings.ContentSequence, references, strict=True):
+        if images:
+            item.ContentSequence = images
+    content.append(findings)
     content.append(_section(codes.LN.Impressions, codes.DCM.Impression, statements(report.impression)))
     content.append(_section(codes.LN.Summary, codes.LN.Summary, [summary_text(report)]))
     root.ContentSequence = content
@@ -306,15 +358,17 @@ def build_sr(
     *,
     series_instance_uid: str | None = None,
     sop_instance_uid: str | None = None,
+    map_instances: Mapping[str, pydicom.Dataset] | None = None,
 ) -> hd.sr.EnhancedSR:
-    """The Enhanced SR of ``report`` on ``study``, referencing exactly ``study.evidence``.
+    """The Enhanced SR of ``report`` on ``study``, referencing exactly ``study.evidence`` and the
+    attention-map pictures ``map_instances`` (headers by view, see :func:`map_references`).
 
     New UIDs are generated when ``series_instance_uid`` / ``sop_instance_uid`` are not given.
     """
     with warnings.catch_warnings():
         # highdicom's person-name check would print the patient's name in a warning.
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
-        sr = _enhanced_sr(study, report, settings, series_instance_uid, sop_instance_uid)
+        sr = _enhanced_sr(study, report, settings, series_instance_uid, sop_instance_uid, map_instances or {})
     sr.SpecificCharacterSet = UTF8
     sr.PreliminaryFlag = "PRELIMINARY"
     declare_coding_scheme(sr)
@@ -327,6 +381,7 @@ def _enhanced_sr(
     settings: AppSettings,
     series_instance_uid: str | None,
     sop_instance_uid: str | None,
+    map_instances: Mapping[str, pydicom.Dataset],
 ) -> hd.sr.EnhancedSR:
     equipment = hd.ContributingEquipment(
         manufacturer=settings.manufacturer,
@@ -336,8 +391,8 @@ def _enhanced_sr(
         contribution_description="AI draft radiology report generation",
     )
     return hd.sr.EnhancedSR(
-        evidence=[evidence_header(ds) for ds in study.evidence],
-        content=build_content(report, settings),
+        evidence=[evidence_header(ds) for ds in study.evidence] + list(map_instances.values()),
+        content=build_content(report, settings, map_instances),
         series_instance_uid=series_instance_uid or hd.UID(),
         series_number=settings.sr_series_number,
         sop_instance_uid=sop_instance_uid or hd.UID(),
@@ -358,7 +413,7 @@ def _enhanced_sr(
 def write_sr(study_report: StudyReport, settings: AppSettings, output_folder: Path) -> WrittenInstance:
     """Build the SR of one study report and save it as ``SR_<SOPInstanceUID>.dcm``."""
     study = study_report.study
-    sr = build_sr(study, study_report.report, settings)
+    sr = build_sr(study, study_report.report, settings, map_instances=study_report.map_instances)
     output_folder.mkdir(parents=True, exist_ok=True)
     path = output_folder / f"SR_{sr.SOPInstanceUID}.dcm"
     sr.save_as(path, enforce_file_format=True)

@@ -1,9 +1,15 @@
-"""The UAR report application: CXR study folder in, TID 2000 Enhanced SR (and optional PDF) out.
+"""The UAR report application: CXR study folder in, TID 2000 Enhanced SR (and optional PDF and
+attention-map Secondary Captures) out.
 
 Graph (one tick: the loader has ``CountCondition(1)``, so one run handles one input folder)::
 
     CXRStudyLoaderOperator --studies--> UARInferenceOperator --reports--> SRWriterOperator
                                                              \\--reports--> PDFWriterOperator (write_pdf)
+
+With ``write_maps`` the attention-map writer sits before the SR writer (the SR references its
+pictures)::
+
+    UARInferenceOperator --reports--> MapsWriterOperator --reports--> SRWriterOperator
 
 Paths come from ``-i/-o/-m`` or ``HOLOSCAN_INPUT_PATH`` / ``HOLOSCAN_OUTPUT_PATH`` /
 ``HOLOSCAN_MODEL_PATH`` (SDK ``AppContext``). Settings come from the ``uar:`` key of the YAML file
@@ -23,6 +29,7 @@ from monai.deploy.core import AppContext, Application
 from monai.deploy.core.arg_parser import parse_args
 
 from operators.inference import UARInferenceOperator
+from operators.maps_writer import MapsWriterOperator
 from operators.pdf_writer import PDFWriterOperator
 from operators.sr_writer import SRWriterOperator
 from operators.study_loader import CXRStudyLoaderOperator
@@ -60,6 +67,7 @@ class UARReportApp(Application):
         self.inference: UARInferenceOperator | None = None
         self.sr_writer: SRWriterOperator | None = None
         self.pdf_writer: PDFWriterOperator | None = None
+        self.maps_writer: MapsWriterOperator | None = None
         super().__init__(*args, **kwargs)
 
     def app_context(self) -> AppContext:
@@ -103,13 +111,21 @@ class UARReportApp(Application):
             ood_policy=self.settings.ood_policy,
             withhold_as=self.settings.ood_withhold_as,
             output_folder=output_folder,
+            write_maps=self.settings.write_maps,
             name="uar_inference",
         )
         self.sr_writer = SRWriterOperator(
             self, output_folder=output_folder, settings=self.settings, name="sr_writer"
         )
         self.add_flow(self.loader, self.inference, {("studies", "studies")})
-        self.add_flow(self.inference, self.sr_writer, {("reports", "reports")})
+        if self.settings.write_maps:
+            self.maps_writer = MapsWriterOperator(
+                self, output_folder=output_folder, settings=self.settings, name="maps_writer"
+            )
+            self.add_flow(self.inference, self.maps_writer, {("reports", "reports")})
+            self.add_flow(self.maps_writer, self.sr_writer, {("reports", "reports")})
+        else:
+            self.add_flow(self.inference, self.sr_writer, {("reports", "reports")})
         if self.settings.write_pdf:
             self.pdf_writer = PDFWriterOperator(
                 self, output_folder=output_folder, settings=self.settings, name="pdf_writer"

@@ -30,7 +30,8 @@ _ARGV_PREFIX = ["uar-report-app", "uar-report-app"]
 
 @dataclass
 class AppResult:
-    """What one app run wrote: SR and PDF files, rejection records, and the reports themselves.
+    """What one app run wrote: SR, PDF and attention-map (Secondary Capture) files, rejection
+    records, and the reports themselves.
 
     ``rejections`` holds the loader's rejections, then the studies withheld as rejection records
     (input-domain policy); ``verdicts`` the input-domain verdict of every study the model read.
@@ -38,6 +39,7 @@ class AppResult:
 
     srs: list[Path] = field(default_factory=list)
     pdfs: list[Path] = field(default_factory=list)
+    maps: list[Path] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     reports: list[StudyReport] = field(default_factory=list)
     verdicts: list[str] = field(default_factory=list)
@@ -74,6 +76,7 @@ def run_app(
     return AppResult(
         srs=[w.path for w in app.sr_writer.written],
         pdfs=[w.path for w in app.pdf_writer.written] if app.pdf_writer is not None else [],
+        maps=[w.path for w in app.maps_writer.written] if app.maps_writer is not None else [],
         rejections=[*app.loader.rejections, *app.inference.rejections, *app.sr_writer.rejections],
         reports=list(app.inference.reports),
         verdicts=list(app.inference.verdicts),

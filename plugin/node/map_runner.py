@@ -250,7 +250,8 @@ class MapPool:
             out = slot.out_dir
             rejections = [_rejection_reason(p) for p in sorted(out.glob("rejection_*.json"))]
             srs, pdfs = sorted(out.glob("SR_*.dcm")), sorted(out.glob("PDF_*.dcm"))
-            return self._finish(slot, "ok", srs=srs, pdfs=pdfs, rejections=rejections)
+            maps = sorted(out.glob("SC_*.dcm"))
+            return self._finish(slot, "ok", srs=srs, pdfs=pdfs, maps=maps, rejections=rejections)
         tail = self._log_tail(slot)
         if code in (125, 126, 127):  # docker itself failed: check the image before the next study
             self.ready, self.not_before = False, 0.0

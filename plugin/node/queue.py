@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS instances (
 CREATE TABLE IF NOT EXISTS outputs (
     id INTEGER PRIMARY KEY,
     study_id INTEGER NOT NULL REFERENCES studies(id),
-    kind TEXT NOT NULL,                   -- "sr" or "pdf"
+    kind TEXT NOT NULL,                   -- "sr", "pdf" or "sc" (attention map)
     path TEXT NOT NULL,
     sop_uid TEXT NOT NULL,
     sop_class TEXT NOT NULL,

@@ -184,7 +184,8 @@ class NodeService:
             self.metrics.observe("uar_node_app_seconds", r.seconds)
             self._record_verdicts(job.study_id, r.verdicts)
         if r.kind == "ok" and r.srs:
-            files = [("sr", p) for p in r.srs] + [("pdf", p) for p in r.pdfs]
+            # attention maps first: a receiver that resolves the SR's IMAGE references has them by then
+            files = [("sc", p) for p in r.maps] + [("sr", p) for p in r.srs] + [("pdf", p) for p in r.pdfs]
             try:
                 accepted = self.store.accept_outputs([p for _, p in files], outbox)
                 outputs = [(kind, dst, *_uids(dst)) for (kind, _), dst in zip(files, accepted, strict=True)]
@@ -203,6 +204,7 @@ class NodeService:
                 study_id=job.study_id,
                 srs=len(r.srs),
                 pdfs=len(r.pdfs),
+                maps=len(r.maps),
                 seconds=round(r.seconds, 3),
                 state=state,
             )

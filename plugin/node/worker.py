@@ -84,8 +84,9 @@ def worker_main(
     """Body of a worker process: load the generator once, then run ``run_app`` per received job.
 
     Messages to the parent: ``("ready", pid)``, ``("fatal", reason)``, ``("ok", study_id, srs,
-    pdfs, rejections, seconds, verdicts)`` (``verdicts``: the input-domain verdict of each study the
-    model read), ``("error", study_id, reason, seconds)``. A ``None`` job ends it.
+    pdfs, rejections, seconds, verdicts, maps)`` (``verdicts``: the input-domain verdict of each study
+    the model read; ``maps``: the attention-map Secondary Captures), ``("error", study_id, reason,
+    seconds)``. A ``None`` job ends it.
     The worker ends by itself when ``parent_pid`` (the node) is gone.
     """
     if parent_pid is not None:
@@ -127,6 +128,7 @@ def worker_main(
                 rejections,
                 time.monotonic() - t0,
                 list(getattr(result, "verdicts", [])),
+                [str(p) for p in getattr(result, "maps", [])],
             )
         except Exception as exc:
             msg = ("error", study_id, _reason(exc, with_text=False), time.monotonic() - t0)
@@ -146,6 +148,7 @@ class WorkerResult:
     reason: str = ""
     seconds: float = 0.0
     verdicts: list[str] = field(default_factory=list)  # input-domain verdicts (uar.ood)
+    maps: list[Path] = field(default_factory=list)  # attention-map Secondary Captures (write_maps)
 
 
 @dataclass
@@ -248,7 +251,7 @@ class WorkerPool:
         if job is None or job.study_id != msg[1]:
             return []
         if kind == "ok":
-            _, _, srs, pdfs, rejections, seconds, verdicts = msg
+            _, _, srs, pdfs, rejections, seconds, verdicts, maps = msg
             return [
                 WorkerResult(
                     job,
@@ -259,6 +262,7 @@ class WorkerPool:
                     "",
                     seconds,
                     list(verdicts),
+                    [Path(p) for p in maps],
                 )
             ]
         return [WorkerResult(job, "error", reason=msg[2], seconds=msg[3])]

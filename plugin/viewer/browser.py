@@ -8,7 +8,8 @@ expected texts, of the image canvases and of the PDF ``<object>``, and writes a 
 
 :func:`check_view` turns that into a list of problems (empty = the report is readable beside the
 image): every expected text found, its rectangles inside its viewport and the window; the image
-viewport's pixels on the screenshot not blank; the PDF viewport's pixels read by Tesseract OCR
+viewports' pixels on the screenshot not blank (the radiograph and, when laid out, the attention-map
+Secondary Capture, Modality OT); the PDF viewport's pixels read by Tesseract OCR
 (Debian ``tesseract-ocr``) containing the report's words. The PDF text is drawn by Chromium's PDF
 plug-in and is not in the page's DOM, hence OCR.
 """
@@ -36,6 +37,7 @@ SCRIPT = Path(__file__).with_name("inspect_study.js")
 WINDOW = (1600, 900)
 EDGE_PX = 1.0  # tolerance of the "inside the viewport" check, CSS pixels
 MIN_IMAGE_STD = 8.0  # grey-level standard deviation of a drawn radiograph (a blank viewport is ~0)
+IMAGE_MODALITIES = ("CR", "DX", "OT")  # viewports checked for drawn pixels (OT: the attention maps)
 # When the PDF viewport counts as painted (inspect_study.js, measurePage): rows whose pixels are
 # mostly at least WHITE grey levels make the page (at least MIN_PAGE_ROWS CSS px of them; the panel
 # around it is dark grey), and at least MIN_INK of the page's pixels are below INK (its text drawn).
@@ -125,11 +127,27 @@ def _inside(rect: dict[str, float], box: dict[str, float]) -> bool:
     )
 
 
-def _crop(result: ViewResult, rect: dict[str, float]) -> Image.Image:
+def _crop(result: ViewResult, rect: dict[str, float], mode: str = "L") -> Image.Image:
     s = result.scale
     with Image.open(result.screenshot) as img:
         box = (int(rect["x"] * s), int(rect["y"] * s), int((rect["x"] + rect["width"]) * s))
-        return img.convert("L").crop((*box, int((rect["y"] + rect["height"]) * s)))
+        return img.convert(mode).crop((*box, int((rect["y"] + rect["height"]) * s)))
+
+
+def middle_of(rect: dict[str, float]) -> dict[str, float]:
+    """The middle half (in each direction) of a viewport, away from the text overlays in its corners."""
+    middle = {"x": rect["x"] + rect["width"] / 4, "y": rect["y"] + rect["height"] / 4}
+    return middle | {"width": rect["width"] / 2, "height": rect["height"] / 2}
+
+
+def colour_share(result: ViewResult, modality: str, min_chroma: int = 40) -> float:
+    """Share of the screenshot's pixels in the middle of the ``modality`` viewport that are coloured
+    (largest minus smallest RGB channel at least ``min_chroma``); 0 when there is no such viewport."""
+    vp = result.viewport(modality)
+    if vp is None or vp["rect"] is None:
+        return 0.0
+    rgb = np.asarray(_crop(result, middle_of(vp["rect"]), "RGB"), dtype=np.int16)  # (h, w, 3)
+    return float(((rgb.max(axis=2) - rgb.min(axis=2)) >= min_chroma).mean())
 
 
 def ocr(image: Image.Image) -> str:
@@ -175,18 +193,15 @@ def check_view(result: ViewResult, *, pdf_words_from: str = "") -> list[str]:
         outside = [r for r in t["rects"] if not (_inside(r, box) and _inside(r, win))]
         if outside:
             problems.append(f"text cut off at the viewport edge: {short!r} ({outside[0]})")
-    image_vp = next((v for v in raw["viewports"] if v["modality"] in ("CR", "DX")), None)
-    if image_vp is not None:
+    for image_vp in [v for v in raw["viewports"] if v["modality"] in IMAGE_MODALITIES]:
+        what = "image" if image_vp["modality"] != "OT" else "attention-map (OT)"
         if not any(c["viewport"] == image_vp["id"] for c in raw["canvases"]):
-            problems.append("no image canvas in the image viewport")
+            problems.append(f"no image canvas in the {what} viewport")
         elif image_vp["rect"] is not None:
-            r = image_vp["rect"]  # the middle of the viewport, away from the text overlays in its corners
-            middle = {"x": r["x"] + r["width"] / 4, "y": r["y"] + r["height"] / 4}
-            middle |= {"width": r["width"] / 2, "height": r["height"] / 2}
-            std = float(np.asarray(_crop(result, middle), dtype=np.float32).std())
+            std = float(np.asarray(_crop(result, middle_of(image_vp["rect"])), dtype=np.float32).std())
             if std < MIN_IMAGE_STD:
                 seen = raw.get("image_paint")
-                problems.append(f"the image viewport looks blank (grey-level std {std:.1f}; browser {seen})")
+                problems.append(f"the {what} viewport looks blank (grey-level std {std:.1f}; browser {seen})")
     doc_vp = result.viewport("DOC")
     if doc_vp is not None:
         if raw["pdf"] is None:

@@ -34,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="checkpoint (.safetensors); default: the embedded model")
     parser.add_argument("--no-pdf", action="store_true", help="SR only (no Encapsulated PDF)")
     parser.add_argument(
+        "--maps",
+        action="store_true",
+        help="also the attention-map Secondary Captures (app setting write_maps)",
+    )
+    parser.add_argument(
         "--export",
         choices=("dimse", "dicomweb"),
         default="dimse",
@@ -86,6 +91,7 @@ def cmd_viewer(args: argparse.Namespace) -> int:
             root,
             model_path=args.model,
             write_pdf=not args.no_pdf,
+            write_maps=args.maps,
             bind=args.bind,
             port=args.port,
             export=args.export,
@@ -101,7 +107,7 @@ def cmd_viewer(args: argparse.Namespace) -> int:
                 flush=True,
             )
             if args.screenshot is not None:
-                modalities = _modalities(routed.pdf_instance is not None, files)
+                modalities = _modalities(routed.pdf_instance is not None, files, bool(routed.map_instances))
                 result = inspect_study(
                     stack.url,
                     routed.study_uid,
@@ -127,11 +133,13 @@ def cmd_viewer(args: argparse.Namespace) -> int:
             stack.stop()
 
 
-def _modalities(with_pdf: bool, files: Sequence[Path]) -> list[str]:
+def _modalities(with_pdf: bool, files: Sequence[Path], with_maps: bool = False) -> list[str]:
+    """The layout of the screenshot: image | attention maps (OT, when back) | SR | PDF (when back)."""
     import pydicom
 
     first = pydicom.dcmread(files[0], stop_before_pixels=True, specific_tags=["Modality"])
-    return [str(first.get("Modality", "CR")), "SR"] + (["DOC"] if with_pdf else [])
+    image = str(first.get("Modality", "CR"))
+    return [image, *(["OT"] if with_maps else []), "SR", *(["DOC"] if with_pdf else [])]
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -180,18 +180,21 @@ async function main() {
       const png = await page.screenshot({ clip, encoding: "base64" });
       return page.evaluate(measurePixels, png, args.paint);
     };
-    const imageIndex = args.modalities.findIndex((m) => m === "CR" || m === "DX");
+    // Image viewports: the radiograph (CR / DX) and the attention-map Secondary Capture (OT).
+    const imageIndices = args.modalities
+      .map((m, i) => (["CR", "DX", "OT"].includes(m) ? i : -1))
+      .filter((i) => i >= 0);
     const wantPdf = args.modalities.includes("DOC");
     const drawn = async (waitMs) => {
       const deadline = Date.now() + waitMs;
       let last = null;
       for (;;) {
         let imageDrawn = true;
-        if (imageIndex >= 0) {
-          const clip = await clipOf('[data-cy="viewport-pane"]', imageIndex, 0.5);
+        for (const index of imageIndices) {
+          const clip = await clipOf('[data-cy="viewport-pane"]', index, 0.5);
           const image = clip ? await look(clip) : { std: 0 };
-          result.image_paint = { std: image.std };
-          imageDrawn = image.std >= args.paint.min_image_std;
+          if (index === imageIndices[0] || image.std < result.image_paint.std) result.image_paint = { std: image.std };
+          imageDrawn = imageDrawn && image.std >= args.paint.min_image_std;
         }
         let pdfDone = true;
         if (wantPdf) {

@@ -3,14 +3,15 @@
 ::
 
     browser --HTTP--> ViewerServer (OHIF dist/, /dicom-web, /wado) --HTTP--> Orthanc
-                                                        Orthanc --C-STORE--> node --SR, PDF--> Orthanc
+                                                        Orthanc --C-STORE--> node --SR, PDF, SC--> Orthanc
 
 :class:`ViewerStack` starts Orthanc with its DICOMweb plugin and the node registered as modality
 ``uarnode``, the node (in this process, its app workers as child processes) with Orthanc as source
 and destination (C-STORE, or STOW-RS to Orthanc's DICOMweb with ``export="dicomweb"``), and the
 OHIF web server. :meth:`ViewerStack.route` uploads a study to Orthanc, has Orthanc send it to the
 node (``POST /modalities/uarnode/store``, as a PACS routing rule does) and waits until the node's
-SR (and PDF, when ``write_pdf``) is back in the same Orthanc study.
+SR (and PDF, when ``write_pdf``; the attention-map Secondary Captures, Modality OT, when
+``write_maps``) is back in the same Orthanc study.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class RoutedStudy:
     orthanc_id: str
     sr: pydicom.Dataset
     pdf_instance: str | None  # Orthanc id of the Encapsulated PDF, if one came back
+    map_instances: tuple[str, ...] = ()  # Orthanc ids of the attention-map pictures, if they came back
 
     def report_texts(self) -> list[str]:
         """The SR's Finding and Impression statements, as the viewer must show them."""
@@ -59,6 +61,18 @@ class RoutedStudy:
         return " ".join(" ".join(t.split()) for t in self.report_texts())
 
 
+def referenced_images(sr: pydicom.Dataset) -> set[str]:
+    """SOPInstanceUIDs of the IMAGE content items anywhere in the SR's content tree."""
+    found: set[str] = set()
+    items = list(sr.get("ContentSequence", []))
+    while items:
+        item = items.pop()
+        if item.get("ValueType") == "IMAGE":
+            found.add(str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID))
+        items += list(item.get("ContentSequence", []))
+    return found
+
+
 class ViewerStack:
     """Orthanc + node + OHIF in ``root`` (a scratch folder); :meth:`start`, :meth:`route`, :meth:`stop`."""
 
@@ -68,6 +82,7 @@ class ViewerStack:
         *,
         model_path: str | None = None,
         write_pdf: bool = True,
+        write_maps: bool = False,
         beam_size: int = 3,
         bind: str = "127.0.0.1",
         port: int = 0,
@@ -97,7 +112,7 @@ class ViewerStack:
             min_free_mb=0,
             idle_timeout_s=1.0,
             model_path=model_path,
-            app={"beam_size": beam_size, "write_pdf": write_pdf},
+            app={"beam_size": beam_size, "write_pdf": write_pdf, "write_maps": write_maps},
             destinations=(back,),
             export_backoff_s=0.5,
             export_backoff_max_s=5.0,
@@ -143,7 +158,8 @@ class ViewerStack:
         self.stop()
 
     def route(self, files: Sequence[Path], timeout_s: float = ROUTE_TIMEOUT_S) -> RoutedStudy:
-        """Upload ``files`` (one study) to Orthanc, route the study to the node, wait for the SR (+ PDF).
+        """Upload ``files`` (one study) to Orthanc, route the study to the node, wait for the SR (+ PDF,
+        + the attention maps: as many pictures as the study has views).
 
         Raises ``RuntimeError`` if the node rejects or fails the study, ``TimeoutError`` after
         ``timeout_s``.
@@ -159,15 +175,20 @@ class ViewerStack:
                 f"Orthanc could not send {answer['FailedInstancesCount']} instances to the node"
             )
         deadline = time.monotonic() + timeout_s
+        sr: pydicom.Dataset | None = None
         while time.monotonic() < deadline:
             self._raise_if_node_gave_up()
             series = self.orthanc.series_of_study(study_id)
             by_modality = {s["MainDicomTags"].get("Modality"): s for s in series}
             if "SR" in by_modality and (not self.write_pdf or "DOC" in by_modality):
                 sr_id = by_modality["SR"]["Instances"][0]
-                sr = pydicom.dcmread(self._instance_file(sr_id))
-                pdf = by_modality["DOC"]["Instances"][0] if "DOC" in by_modality else None
-                return RoutedStudy(str(sr.StudyInstanceUID), study_id, sr, pdf)
+                if sr is None:
+                    sr = pydicom.dcmread(self._instance_file(sr_id))
+                maps = tuple(by_modality["OT"]["Instances"]) if "OT" in by_modality else ()
+                # the pictures the SR references (none for a withheld report) must be back too
+                if len(maps) >= len(referenced_images(sr)):
+                    pdf = by_modality["DOC"]["Instances"][0] if "DOC" in by_modality else None
+                    return RoutedStudy(str(sr.StudyInstanceUID), study_id, sr, pdf, maps)
             time.sleep(0.3)
         raise TimeoutError(f"no SR back in Orthanc after {timeout_s:g} s")
 
