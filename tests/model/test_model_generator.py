@@ -112,7 +112,9 @@ def test_generate_cli(tiny_paths, shared_data, dicom_dir, capsys):
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {
         "findings", "impression", "labels", "model_name", "model_version", "token_ids", "domain", "withheld",
+        "maps",
     }  # fmt: skip
+    assert out["maps"] == []  # only with --maps
     assert out["domain"] == {"verdict": "unchecked", "score": None, "threshold": None}
     gen = ReportGenerator.load(tiny_paths["uar2"])
     assert out["token_ids"] == gen.generate(load_image(png), load_image(dcm)).token_ids
