@@ -35,14 +35,14 @@ from typing import Any
 import highdicom as hd
 import numpy as np
 import pydicom
-from monai.deploy.core import Fragment, Operator, OperatorSpec
+from monai.deploy.core import OperatorSpec
 from pydicom import config
 from pydicom.valuerep import validate_value
 
 import uar
 from operators.inference import StudyReport
 from operators.settings import AppSettings
-from operators.sr_writer import PROCESSING_EQUIPMENT, UTF8, WrittenInstance, evidence_header
+from operators.sr_writer import UTF8, WriterOperator, WrittenInstance, evidence_header, model_equipment
 from operators.study_loader import CXRStudy, SourceImage, quiet_pydicom, uid_tag
 from uar.generator import Report
 from uar.grounding import SentenceMap
@@ -102,13 +102,7 @@ def build_sc(
     """The Secondary Capture of ``pixels`` (RGB uint8 (H, W, 3), the overlay of ``source``'s view)
     in the attention-map series ``series_instance_uid`` of ``study`` (see the module docstring)."""
     header = evidence_header(study.frontal.dataset)  # invalid source values emptied, not copied
-    equipment = hd.ContributingEquipment(
-        manufacturer=settings.manufacturer,
-        purpose_of_reference=PROCESSING_EQUIPMENT,
-        manufacturer_model_name=report.model_name,
-        software_versions=report.model_version,
-        contribution_description="AI attention map of a draft radiology report",
-    )
+    equipment = model_equipment(report, settings, "AI attention map of a draft radiology report")
     with warnings.catch_warnings():
         # highdicom's person-name check would print the patient's name in a warning.
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
@@ -213,7 +207,7 @@ def _write_views(
         study_report.map_instances[source.view] = header
 
 
-class MapsWriterOperator(Operator):
+class MapsWriterOperator(WriterOperator):
     """Input ``reports`` (``list[StudyReport]``) -> attention-map Secondary Capture files.
 
     Output ``reports``: the same reports, each with the headers of its pictures in
@@ -221,14 +215,6 @@ class MapsWriterOperator(Operator):
     :attr:`written`. A study whose pictures cannot be written loses its pictures only (logged with
     the exception's type, never its text, which can quote received values); its SR is still written.
     """
-
-    def __init__(
-        self, fragment: Fragment, *args: Any, output_folder: Path, settings: AppSettings, **kwargs: Any
-    ) -> None:
-        self.output_folder = Path(output_folder)
-        self.settings = settings
-        self.written: list[WrittenInstance] = []
-        super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec) -> None:
         """Declare the ports."""

@@ -23,14 +23,14 @@ import highdicom as hd
 import pydicom
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
-from monai.deploy.core import ConditionType, Fragment, Operator, OperatorSpec
+from monai.deploy.core import ConditionType, OperatorSpec
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
 import uar
 from operators.inference import StudyReport
 from operators.settings import AppSettings
-from operators.sr_writer import UTF8, WrittenInstance, evidence_header, summary_text
+from operators.sr_writer import UTF8, WriterOperator, WrittenInstance, evidence_header, summary_text
 from operators.study_loader import CXRStudy, uid_tag
 from uar.generator import Report
 
@@ -159,19 +159,11 @@ def write_pdf(study_report: StudyReport, settings: AppSettings, output_folder: P
     return WrittenInstance(path, ds, study.study_instance_uid, "pdf")
 
 
-class PDFWriterOperator(Operator):
+class PDFWriterOperator(WriterOperator):
     """Input ``reports`` (``list[StudyReport]``) -> PDF files.
 
     Output ``instances`` (``list[WrittenInstance]``, no receiver needed); also kept in :attr:`written`.
     """
-
-    def __init__(
-        self, fragment: Fragment, *args: Any, output_folder: Path, settings: AppSettings, **kwargs: Any
-    ) -> None:
-        self.output_folder = Path(output_folder)
-        self.settings = settings
-        self.written: list[WrittenInstance] = []
-        super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec) -> None:
         """Declare the ports."""

@@ -375,6 +375,32 @@ def build_sr(
     return sr
 
 
+def model_equipment(report: Report, settings: AppSettings, description: str) -> hd.ContributingEquipment:
+    """The report model as processing equipment (a ContributingEquipmentSequence item): Manufacturer
+    from ``settings``, ManufacturerModelName and SoftwareVersions from ``report``, and
+    ContributionDescription ``description``."""
+    return hd.ContributingEquipment(
+        manufacturer=settings.manufacturer,
+        purpose_of_reference=PROCESSING_EQUIPMENT,
+        manufacturer_model_name=report.model_name,
+        software_versions=report.model_version,
+        contribution_description=description,
+    )
+
+
+class WriterOperator(Operator):
+    """Base of the operators that write DICOM files of reports: ``output_folder``, ``settings`` and
+    the latest list of instances written (:attr:`written`, read by the runner)."""
+
+    def __init__(
+        self, fragment: Fragment, *args: Any, output_folder: Path, settings: AppSettings, **kwargs: Any
+    ) -> None:
+        self.output_folder = Path(output_folder)
+        self.settings = settings
+        self.written: list[WrittenInstance] = []
+        super().__init__(fragment, *args, **kwargs)
+
+
 def _enhanced_sr(
     study: CXRStudy,
     report: Report,
@@ -383,13 +409,7 @@ def _enhanced_sr(
     sop_instance_uid: str | None,
     map_instances: Mapping[str, pydicom.Dataset],
 ) -> hd.sr.EnhancedSR:
-    equipment = hd.ContributingEquipment(
-        manufacturer=settings.manufacturer,
-        purpose_of_reference=PROCESSING_EQUIPMENT,
-        manufacturer_model_name=report.model_name,
-        software_versions=report.model_version,
-        contribution_description="AI draft radiology report generation",
-    )
+    equipment = model_equipment(report, settings, "AI draft radiology report generation")
     return hd.sr.EnhancedSR(
         evidence=[evidence_header(ds) for ds in study.evidence] + list(map_instances.values()),
         content=build_content(report, settings, map_instances),
@@ -423,19 +443,14 @@ def write_sr(study_report: StudyReport, settings: AppSettings, output_folder: Pa
     return WrittenInstance(path, sr, study.study_instance_uid, "sr")
 
 
-class SRWriterOperator(Operator):
+class SRWriterOperator(WriterOperator):
     """Input ``reports`` (``list[StudyReport]``) -> SR files; output ``instances`` (list of WrittenInstance).
 
     The output port needs no receiver; a sender operator can follow it. The latest list is also
-    kept in :attr:`written` for the runner.
+    kept in :attr:`written` for the runner, the studies no SR could be built for in :attr:`rejections`.
     """
 
-    def __init__(
-        self, fragment: Fragment, *args: Any, output_folder: Path, settings: AppSettings, **kwargs: Any
-    ) -> None:
-        self.output_folder = Path(output_folder)
-        self.settings = settings
-        self.written: list[WrittenInstance] = []
+    def __init__(self, fragment: Fragment, *args: Any, **kwargs: Any) -> None:
         self.rejections: list[Rejection] = []
         super().__init__(fragment, *args, **kwargs)
 
