@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from uar.checkpoint import load_checkpoint, write_grounding
 from uar.generator import ReportGenerator, default_checkpoint_path
@@ -126,3 +128,14 @@ def test_cli_generate_writes_one_picture_per_view(study: tuple, tmp_path: Path) 
         cmd[:5] + ["--maps", str(tmp_path / "one.png")], capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0 and "Grounding maps:" in proc.stdout
+
+
+def test_checkpoint_with_hostile_grounding_metadata_is_refused(tmp_path: Path) -> None:
+    with safe_open(str(default_checkpoint_path()), framework="pt") as f:
+        metadata = dict(f.metadata())
+    tensors = load_file(str(default_checkpoint_path()))
+    for i, bad in enumerate(('{"heads": [[0, 99]]}', "[1, 2]", "not json {", '{"heads": [["0", 1]]}')):
+        path = tmp_path / f"bad{i}.safetensors"
+        save_file(tensors, str(path), metadata={**metadata, "grounding": bad})
+        with pytest.raises(ValueError, match="bad grounding metadata"):
+            load_checkpoint(path)
