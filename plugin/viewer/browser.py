@@ -75,7 +75,7 @@ def inspect_study(
     timeout_s: float = 90.0,
     settle_s: float = 1.0,
     paint_wait_s: float = 25.0,
-    attempts: int = 3,
+    attempts: int = 6,
 ) -> ViewResult:
     """Open ``study_uid`` in the OHIF at ``viewer_url``, lay out ``modalities`` side by side, measure.
 
