@@ -9,10 +9,15 @@ no app workers unless ``--workers``, so the network path is what is measured):
    keep opening connections that stay idle, send random bytes, close at once, or announce a 4 GiB
    A-ASSOCIATE-RQ.
 
-Prints studies/min of both phases, their ratio (target >= 0.90), the node's peak RSS (VmHWM) per
-phase and how many hostile connections were made.
+Prints studies/min of both phases, their ratio (target >= 0.90), the node's peak RSS (VmHWM) and CPU
+time per phase, how many hostile connections were made and the CPU time the attackers themselves
+used.
 
-Usage: python benchmarks/node_soak.py [--seconds 30] [--attackers 3] [--dicom-dir DIR]
+A hostile peer on the network spends its own CPU, not the node's; here it shares the node's two
+cores (the harsher case). ``--attacker-nice 19`` runs the attacker processes at that nice level, so
+that their own loops take only what the node and the sender leave.
+
+Usage: python benchmarks/node_soak.py [--seconds 30] [--attackers 3] [--attacker-nice 0] [--dicom-dir DIR]
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import random
+import resource
 import socket
 import struct
 import subprocess
@@ -94,6 +100,12 @@ def start_node(root: Path, workers: int) -> tuple[subprocess.Popen, int]:
     return proc, port
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (/proc/PID/stat, in seconds)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -108,12 +120,13 @@ class Attacker(mp.Process):
     legitimate sender's loop (the node is what is measured, not this script).
     """
 
-    def __init__(self, port: int, source: str, seed: int) -> None:
+    def __init__(self, port: int, source: str, seed: int, nice: int = 0) -> None:
         super().__init__(daemon=True)
-        self.port, self.source = port, source
+        self.port, self.source, self.nice = port, source, nice
         self.rng = random.Random(seed)
         self.stop = mp.Event()
         self.count = mp.Value("q", 0)
+        self.cpu = mp.Value("d", 0.0)
 
     @property
     def connections(self) -> int:
@@ -134,6 +147,14 @@ class Attacker(mp.Process):
         return s
 
     def run(self) -> None:
+        os.nice(self.nice)
+        try:
+            self._attack()
+        finally:
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            self.cpu.value = usage.ru_utime + usage.ru_stime
+
+    def _attack(self) -> None:
         while not self.stop.is_set():
             kind = self.rng.randrange(4)
             if kind == 0:  # idle connections held for a while
@@ -163,10 +184,13 @@ class Attacker(mp.Process):
                     s.close()
 
 
-def phase(studies: list[list[Path]], root: Path, seconds: float, attackers: int, workers: int) -> dict:
+def phase(
+    studies: list[list[Path]], root: Path, seconds: float, attackers: int, workers: int, nice: int = 0
+) -> dict:
     root.mkdir(parents=True)
     proc, port = start_node(root, workers)
-    threads = [Attacker(port, f"127.0.0.{2 + i}", seed=i) for i in range(attackers)]
+    threads = [Attacker(port, f"127.0.0.{2 + i}", seed=i, nice=nice) for i in range(attackers)]
+    cpu0 = cpu_seconds(proc.pid)
     for t in threads:
         t.start()
     sent = failed = 0
@@ -182,12 +206,16 @@ def phase(studies: list[list[Path]], root: Path, seconds: float, attackers: int,
     for t in threads:
         t.join()
     rss = peak_rss_mib(proc.pid)
+    node_cpu = cpu_seconds(proc.pid) - cpu0
     proc.terminate()
     proc.wait(60)
     return {
         "studies_per_min": 60.0 * sent / elapsed,
         "failed": failed,
         "peak_rss_mib": rss,
+        "node_cpu_s": node_cpu,
+        "node_cpu_ms_per_study": 1000 * node_cpu / max(sent, 1),
+        "attacker_cpu_s": sum(t.cpu.value for t in threads),
         "hostile_connections": sum(t.connections for t in threads),
     }
 
@@ -197,6 +225,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--attackers", type=int, default=3)
     ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--attacker-nice", type=int, default=0, help="nice level of the attacker processes")
     ap.add_argument("--dicom-dir", type=Path, default=REPO.parent / "shared" / "data" / "dicom")
     args = ap.parse_args()
     dicom_dir = args.dicom_dir if args.dicom_dir.is_dir() else Path("/work/shared/data/dicom")
@@ -205,15 +234,24 @@ def main() -> None:
         (root / "studies").mkdir()
         studies = make_studies(dicom_dir, root / "studies", 150)
         calm = phase(studies, root / "calm", args.seconds, 0, args.workers)
-        attacked = phase(studies, root / "attacked", args.seconds, args.attackers, args.workers)
+        attacked = phase(
+            studies, root / "attacked", args.seconds, args.attackers, args.workers, args.attacker_nice
+        )
     ratio = attacked["studies_per_min"] / calm["studies_per_min"]
+    for name, r in (("undisturbed:  ", calm), ("under attack: ", attacked)):
+        print(
+            f"{name}  {r['studies_per_min']:.1f} studies/min, peak RSS {r['peak_rss_mib']:.0f} MiB, "
+            f"node CPU {r['node_cpu_s']:.1f} s ({r['node_cpu_ms_per_study']:.1f} ms per study), "
+            f"{r['failed']} failed sends"
+        )
+    hostile = attacked["hostile_connections"]
+    share = attacked["studies_per_min"] / calm["studies_per_min"]
+    extra = attacked["node_cpu_s"] - calm["node_cpu_s"] * share  # node CPU not explained by its studies
     print(
-        f"undisturbed:    {calm['studies_per_min']:.1f} studies/min, peak RSS {calm['peak_rss_mib']:.0f} MiB"
-    )
-    print(
-        f"under attack:   {attacked['studies_per_min']:.1f} studies/min, peak RSS "
-        f"{attacked['peak_rss_mib']:.0f} MiB, {attacked['hostile_connections']} hostile connections, "
-        f"{attacked['failed']} failed sends"
+        f"attackers:      {args.attackers} processes at nice {args.attacker_nice}, {hostile} hostile "
+        f"connections ({hostile / args.seconds:.0f}/s), their own CPU {attacked['attacker_cpu_s']:.1f} s; "
+        f"node CPU beyond its studies' share {extra:.1f} s ({1000 * extra / max(hostile, 1):.2f} ms per "
+        f"hostile connection)"
     )
     print(f"ratio:          {ratio:.3f} (target >= 0.90)")
 

@@ -201,7 +201,11 @@ def check_view(result: ViewResult, *, pdf_words_from: str = "") -> list[str]:
             std = float(np.asarray(_crop(result, middle_of(image_vp["rect"])), dtype=np.float32).std())
             if std < MIN_IMAGE_STD:
                 seen = raw.get("image_paint")
-                problems.append(f"the {what} viewport looks blank (grey-level std {std:.1f}; browser {seen})")
+                log = raw.get("paint_log", [])[-6:]
+                problems.append(
+                    f"the {what} viewport looks blank (grey-level std {std:.1f}; browser {seen}, "
+                    f"last looks [load, viewport, std] {log})"
+                )
     doc_vp = result.viewport("DOC")
     if doc_vp is not None:
         if raw["pdf"] is None:

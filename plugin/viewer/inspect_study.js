@@ -176,8 +176,11 @@ async function main() {
         index,
         part,
       );
+    // captureBeyondViewport false: puppeteer's default for a clip (true) resizes the page's surface
+    // for the capture, OHIF's viewports see a resize, clear their canvases and redraw, and the look
+    // itself finds them blank.
     const look = async (clip) => {
-      const png = await page.screenshot({ clip, encoding: "base64" });
+      const png = await page.screenshot({ clip, encoding: "base64", captureBeyondViewport: false });
       return page.evaluate(measurePixels, png, args.paint);
     };
     // Image viewports: the radiograph (CR / DX) and the attention-map Secondary Capture (OT).
@@ -195,6 +198,7 @@ async function main() {
           const image = clip ? await look(clip) : { std: 0 };
           if (index === imageIndices[0] || image.std < result.image_paint.std) result.image_paint = { std: image.std };
           imageDrawn = imageDrawn && image.std >= args.paint.min_image_std;
+          result.paint_log.push([result.attempts, index, Math.round(image.std * 10) / 10]);
         }
         let pdfDone = true;
         if (wantPdf) {
@@ -211,6 +215,7 @@ async function main() {
     // A viewport that stays blank (a WebGL draw that never happened, a PDF plug-in that never painted)
     // gets what a user gives it: the page reloaded, up to `attempts` times in all.
     result.attempts = 0;
+    result.paint_log = []; // [load, viewport index, grey-level std of its middle] per look
     for (;;) {
       result.attempts += 1;
       await openStudy();

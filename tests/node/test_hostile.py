@@ -19,6 +19,7 @@ from pydicom.uid import ImplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
+from plugin.node import guard
 from plugin.node.config import NodeConfig, TLSConfig
 from plugin.node.scp import echo
 from plugin.node.service import NodeService
@@ -128,6 +129,24 @@ def test_guard_limits(node_config: Callable[..., NodeConfig], running_node: Call
     # and none of it locked out a legitimate association
     assert echo("127.0.0.1", port, NODE_AE, SENDER_AE) == 0
     assert node.scp.server is not None and node.scp.server.pending() == 0
+
+
+def test_empty_connections_do_not_each_cost_a_full_garbage_collection(
+    node_config: Callable[..., NodeConfig], running_node: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pynetdicom ran gc.collect() every 60 connections: ~0.25 s each in a process holding the app's
+    # imports, so 60 empty connections a second kept a core busy (benchmarks/node_soak.py)
+    collections: list[float] = []
+    monkeypatch.setattr(guard.gc, "collect", lambda *a: collections.append(time.monotonic()) or 0)
+    cfg = node_config(workers=0)
+    running_node(cfg)
+    t0 = time.monotonic()
+    for _ in range(300):
+        with socket.create_connection(("127.0.0.1", cfg.port)):
+            pass
+    assert echo("127.0.0.1", cfg.port, NODE_AE, SENDER_AE) == 0
+    assert time.monotonic() - t0 < guard.FULL_GC_EVERY_S  # so at most one collection is due
+    assert len(collections) <= 1
 
 
 def test_a_stalled_tls_handshake_does_not_block_other_peers(
