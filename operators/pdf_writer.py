@@ -82,7 +82,7 @@ def render_pdf(study: CXRStudy, report: Report, settings: AppSettings) -> bytes:
     for heading, body in (
         ("Findings", report.findings),
         ("Impression", report.impression),
-        ("About this report", summary_text(report)),
+        ("About this report", summary_text(report, study.set_aside_statement())),
     ):
         pdf.ln(4)
         write(12, 7, heading)

@@ -133,19 +133,22 @@ def labels_text(labels: dict[str, int | None]) -> str:
     return "; ".join(lines) if lines else "no observation mentioned"
 
 
-def summary_text(report: Report) -> str:
+def summary_text(report: Report, set_aside: str = "") -> str:
     """The Summary section text: the AI draft statement, the model and how the impression was made,
-    with the input-domain statement (first when the image is out of domain, see :func:`domain_warning`)."""
+    with the input-domain statement (first when the image is out of domain, see :func:`domain_warning`),
+    then ``set_aside`` (which instances of the study could not be used, if any)."""
     model = f"Model: {report.model_name} {report.model_version}."
     warning = domain_warning(report)
     if report.withheld:
-        return f"{warning} {AI_DRAFT_STATEMENT} {model}"
-    text = (
-        f"{AI_DRAFT_STATEMENT} {model} "
-        "The impression is derived by rules from the automatic labeler's reading of the generated "
-        f"findings (labeler observations: {labels_text(report.labels)})."
-    )
-    return f"{warning} {text}" if warning else f"{text} {report.domain.statement()}"
+        text = f"{warning} {AI_DRAFT_STATEMENT} {model}"
+    else:
+        text = (
+            f"{AI_DRAFT_STATEMENT} {model} "
+            "The impression is derived by rules from the automatic labeler's reading of the generated "
+            f"findings (labeler observations: {labels_text(report.labels)})."
+        )
+        text = f"{warning} {text}" if warning else f"{text} {report.domain.statement()}"
+    return f"{text} {set_aside}" if set_aside else text
 
 
 def statements(text: str) -> list[str]:
@@ -212,10 +215,14 @@ def map_references(
 
 
 def build_content(
-    report: Report, settings: AppSettings, map_instances: Mapping[str, pydicom.Dataset] | None = None
+    report: Report,
+    settings: AppSettings,
+    map_instances: Mapping[str, pydicom.Dataset] | None = None,
+    set_aside: str = "",
 ) -> hd.sr.ContainerContentItem:
     """The TID 2000 content tree of ``report`` (see the module docstring); ``map_instances``: the
-    headers of its attention-map pictures by view, referenced from the Findings they ground."""
+    headers of its attention-map pictures by view, referenced from the Findings they ground;
+    ``set_aside``: :meth:`CXRStudy.set_aside_statement`, appended to the Summary."""
     root = hd.sr.ContainerContentItem(
         name=hd.sr.CodedConcept("43468-8", "LN", settings.report_title),
         template_id="2000",
@@ -243,7 +250,7 @@ def build_content(
             item.ContentSequence = images
     content.append(findings)
     content.append(_section(codes.LN.Impressions, codes.DCM.Impression, statements(report.impression)))
-    content.append(_section(codes.LN.Summary, codes.LN.Summary, [summary_text(report)]))
+    content.append(_section(codes.LN.Summary, codes.LN.Summary, [summary_text(report, set_aside)]))
     root.ContentSequence = content
     return root
 
@@ -412,7 +419,7 @@ def _enhanced_sr(
     equipment = model_equipment(report, settings, "AI draft radiology report generation")
     return hd.sr.EnhancedSR(
         evidence=[evidence_header(ds) for ds in study.evidence] + list(map_instances.values()),
-        content=build_content(report, settings, map_instances),
+        content=build_content(report, settings, map_instances, study.set_aside_statement()),
         series_instance_uid=series_instance_uid or hd.UID(),
         series_number=settings.sr_series_number,
         sop_instance_uid=sop_instance_uid or hd.UID(),

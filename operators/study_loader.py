@@ -273,7 +273,17 @@ class CXRStudy:
     frontal: SourceImage
     lateral: SourceImage | None
     unused: list[str] = field(default_factory=list)  # eligible SOPInstanceUIDs not used (duplicates)
-    set_aside: list[str] = field(default_factory=list)  # "<file>: <reason>" of instances not usable
+    set_aside: list[tuple[str, str]] = field(default_factory=list)  # (file name, reason) not usable
+
+    def set_aside_statement(self) -> str:
+        """One sentence for the report's reader about the image instances of the study that could not
+        be used (our own reasons, never received values), or ``""`` when there were none."""
+        if not self.set_aside:
+            return ""
+        n = len(self.set_aside)
+        reasons = "; ".join(dict.fromkeys(reason for _, reason in self.set_aside))
+        images = "image instance was" if n == 1 else "image instances were"
+        return f"{n} {images} in the study but could not be used for this report ({reasons})."
 
     @property
     def images(self) -> list[SourceImage]:
@@ -625,6 +635,7 @@ def _select(study_uid: str, instances: list[_Candidate]) -> CXRStudy | Rejection
         return Rejection(study_uid, "no image instances in the study", files)
     problems: list[str] = []
     details: list[str] = []
+    set_aside: list[tuple[str, str]] = []
     eligible: list[_Candidate] = []
     for c in images:
         # One bad instance is set aside with its reason; the study goes on with the others.
@@ -640,6 +651,7 @@ def _select(study_uid: str, instances: list[_Candidate]) -> CXRStudy | Rejection
         if problem is not None:
             problems.append(problem)
             details.append(f"{c.path.name}: {problem}")
+            set_aside.append((c.path.name, problem))
             continue
         eligible.append(c)
     if not eligible:
@@ -669,10 +681,10 @@ def _select(study_uid: str, instances: list[_Candidate]) -> CXRStudy | Rejection
         return SourceImage(c.path, c.dataset, c.view, c.view_source, c.pixels)
 
     lateral = chosen.get("lateral")
-    if details:
-        log.warning("study %s: %d instance(s) set aside", uid_tag(study_uid), len(details))
+    for name, problem in set_aside:
+        log.warning("study %s: instance %s set aside: %s", uid_tag(study_uid), uid_tag(name), problem)
     return CXRStudy(
-        study_uid, source(chosen["frontal"]), source(lateral) if lateral else None, unused, details
+        study_uid, source(chosen["frontal"]), source(lateral) if lateral else None, unused, set_aside
     )
 
 

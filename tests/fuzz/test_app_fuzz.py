@@ -19,6 +19,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
+from operators.sr_writer import section_text
 from operators.study_loader import CXRStudy, load_studies
 from plugin.runner import run_app
 from plugin.settings import AppSettings
@@ -121,6 +122,8 @@ def test_app_in_process_fuzz(
     assert {k: v for k, v in bad.items() if v} == {}
     mixed = [p for p in srs if pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID == mixed_uid]
     assert len(mixed) == 1, "the mixed study is reported from its good instance"
+    summary = section_text(pydicom.dcmread(mixed[0]).ContentSequence[-1])
+    assert "6 image instances were in the study but could not be used for this report (" in summary
     leaked = [
         f"{r.name}:{r.pathname}:{r.lineno}: {r.getMessage()}" for r in caplog.records if leaks(r.getMessage())
     ]
@@ -135,12 +138,16 @@ def test_mixed_study_sets_bad_instances_aside(mutator: Mutator, dicom_dir: Path,
     [study] = load_studies(tmp_path)
     assert isinstance(study, CXRStudy), study
     assert study.frontal.path.name == "mixed_good.dcm"
-    reasons = dict(line.split(": ", 1) for line in study.set_aside)
+    reasons = dict(study.set_aside)
     assert sorted(reasons) == sorted(
         f"mixed_{n}.dcm"
         for n in ("half_pixels", "rows0", "bits7", "palette", "jpeg_label", "multivalue_series")
     )
     assert "SeriesInstanceUID is not a valid UID" in reasons["mixed_multivalue_series.dcm"]
+    statement = study.set_aside_statement()
+    assert statement.startswith("6 image instances were in the study but could not be used")
+    assert "SeriesInstanceUID is not a valid UID" in statement and "mixed_" not in statement
+    assert statement.endswith(").")
 
 
 def test_received_uids_never_become_paths(mutator: Mutator, dicom_dir: Path, tmp_path: Path) -> None:
