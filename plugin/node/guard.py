@@ -27,6 +27,7 @@ import struct
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,14 +62,18 @@ class GuardLimits:
 
 
 class _RateLimitedLog:
-    """``event(name, reason=...)`` at most once per :data:`LOG_EVERY_S` per reason, with a count."""
+    """``event(name, reason=...)`` at most once per :data:`LOG_EVERY_S` per reason, with a count;
+    ``count(reason)`` is called for every refusal (the node's metrics)."""
 
-    def __init__(self) -> None:
+    def __init__(self, count: Callable[[str], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._last: dict[str, float] = {}
         self._suppressed: Counter[str] = Counter()
+        self._count = count
 
     def __call__(self, name: str, reason: str, **fields: Any) -> None:
+        if self._count is not None:
+            self._count(reason)
         now = time.monotonic()
         with self._lock:
             if now - self._last.get(reason, -LOG_EVERY_S) < LOG_EVERY_S:
@@ -178,6 +183,7 @@ class GuardedRequestHandler(RequestHandler):
             # answering; the peer would wait for ever. Answer it 0xA900 instead.
             if isinstance(msg, C_STORE) and not msg.is_valid_request:
                 answer_store(assoc, msg, context_id, INVALID_REQUEST_STATUS, "malformed C-STORE request")
+                self.server.count_store_refused(INVALID_REQUEST_STATUS)
                 return
             # pynetdicom aborts the association for a SOP class it has no service class for
             # (e.g. a private UID); answer 0x0122 for any class other than the context's own.
@@ -190,6 +196,7 @@ class GuardedRequestHandler(RequestHandler):
                 answer_store(
                     assoc, msg, context_id, SOP_CLASS_NOT_SUPPORTED, "SOP class differs from the context"
                 )
+                self.server.count_store_refused(SOP_CLASS_NOT_SUPPORTED)
                 return
             serve(msg, context_id)
 
@@ -223,9 +230,19 @@ class GuardedServer(ThreadedAssociationServer):
     # accept queue, so a legitimate peer's SYN is dropped and retried a second later
     request_queue_size = 256
 
-    def __init__(self, *args: Any, limits: GuardLimits, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        limits: GuardLimits,
+        on_refused: Callable[[str], None] | None = None,
+        on_store_refused: Callable[[int], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """``on_refused(reason)``: called for every refused connection or PDU;
+        ``on_store_refused(status)``: for every C-STORE the guard answers itself with a failure."""
         self.limits = limits
-        self.refuse = _RateLimitedLog()
+        self.refuse = _RateLimitedLog(on_refused)
+        self._on_store_refused = on_store_refused
         self._guard_lock = threading.Lock()
         self._pending: Counter[str] = Counter()
         self._prefixes: dict[int, bytes] = {}
@@ -240,6 +257,11 @@ class GuardedServer(ThreadedAssociationServer):
         if now - self._last_gc >= FULL_GC_EVERY_S:
             self._last_gc = now
             gc.collect()
+
+    def count_store_refused(self, status: int) -> None:
+        """Report a C-STORE answered by the guard with failure ``status``."""
+        if self._on_store_refused is not None:
+            self._on_store_refused(status)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """An exception while handing a connection over: an event, not a traceback on stderr."""

@@ -19,6 +19,10 @@ class Metrics:
         "uar_node_instances_received_total": ("counter", "Instances stored and acknowledged with Success."),
         "uar_node_instances_refused_total": ("counter", "C-STORE requests answered with a failure status."),
         "uar_node_bytes_received_total": ("counter", "Bytes of stored instances."),
+        "uar_node_connections_refused_total": (
+            "counter",
+            "Connections and PDUs the pre-association guard refused, by reason.",
+        ),
         "uar_node_studies_received_total": ("counter", "New studies (calling AE, StudyInstanceUID)."),
         "uar_node_studies_processed_total": ("counter", "Finished app runs by result."),
         "uar_node_srs_produced_total": ("counter", "SR documents produced by the app."),

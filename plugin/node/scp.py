@@ -156,6 +156,10 @@ class StorageSCP:
             ssl_context=ssl_context,
             server_class=GuardedServer,
             limits=limits,
+            on_refused=lambda reason: self.metrics.inc("uar_node_connections_refused_total", reason=reason),
+            on_store_refused=lambda status: self.metrics.inc(
+                "uar_node_instances_refused_total", status=f"0x{status:04X}"
+            ),
         )
         thread = threading.Thread(target=self.server.serve_forever, name="scp-accept", daemon=True)
         thread.start()

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from io import BytesIO
@@ -175,6 +176,7 @@ def node(tmp_path: Path) -> Iterator[NodeProcess]:
         first_pdu_timeout_s=2.0,
         max_dataset_mb=16,
         log_format="json",
+        metrics_port=free_port(),
     )
     (tmp_path / "run").mkdir()
     proc = NodeProcess(cfg, tmp_path / "run").start()
@@ -311,6 +313,19 @@ def test_node_holds_against_hostile_peers(node: NodeProcess, mutator: Mutator, t
         batch += 1
     assert unanswered == [], unanswered
     assert sent >= 1000
+    # what the guard refused is counted where the PACS administrator looks (Prometheus), by our reasons
+    url = f"http://127.0.0.1:{node.cfg.metrics_port}/metrics"
+    metrics = urllib.request.urlopen(url, timeout=10).read().decode()
+    refused = {
+        line.split("{", 1)[1].split("}", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("uar_node_connections_refused_total{")
+    }
+    assert refused.get('reason="no association request (timeout or closed)"', 0) > 0, refused
+    assert refused.get('reason="first PDU is not an A-ASSOCIATE-RQ"', 0) > 0, refused
+    blank = [line for line in metrics.splitlines() if 'instances_refused_total{status="0xA900"}' in line]
+    assert blank and float(blank[0].rsplit(" ", 1)[1]) >= 3, blank
+    assert leaks(metrics) == []
     assert any(k.startswith("valid:0x0000") for k in statuses), statuses
     summary = {"statuses": dict(sorted(statuses.items())), "growth_mib": growth}
     (tmp_path / "run" / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -129,6 +129,12 @@ def test_guard_limits(node_config: Callable[..., NodeConfig], running_node: Call
     # and none of it locked out a legitimate association
     assert echo("127.0.0.1", port, NODE_AE, SENDER_AE) == 0
     assert node.scp.server is not None and node.scp.server.pending() == 0
+    # every refusal is counted by reason (uar_node_connections_refused_total)
+    counted = "uar_node_connections_refused_total"
+    assert node.metrics.value(counted, reason="too many pending connections from one peer") == 1
+    assert node.metrics.value(counted, reason="no association request (timeout or closed)") >= 3
+    assert node.metrics.value(counted, reason="A-ASSOCIATE-RQ longer than the limit") == 1
+    assert node.metrics.value(counted, reason="first PDU is not an A-ASSOCIATE-RQ") == 1
 
 
 def test_empty_connections_do_not_each_cost_a_full_garbage_collection(
