@@ -40,7 +40,7 @@ import yaml
 from plugin.node.config import NodeConfig
 from plugin.node.log import event
 from plugin.node.queue import Job
-from plugin.node.worker import HOLOSCAN_STACK_BYTES, MODEL_RETRY_S, WorkerResult
+from plugin.node.worker import HOLOSCAN_STACK_BYTES, MODEL_RETRY_S, WorkerResult, finish_running
 from plugin.settings import SETTINGS_KEY, AppSettings
 
 MAP_INPUT = "/var/holoscan/input"  # HOLOSCAN_INPUT_PATH of the MAP (app.json: WORKDIR + "input/")
@@ -318,11 +318,7 @@ class MapPool:
 
         Returns (results that arrived, jobs still unfinished and killed).
         """
-        deadline = time.monotonic() + grace_s
-        results: list[WorkerResult] = []
-        while self.busy() and time.monotonic() < deadline:
-            results += [r for r in self.poll() if r.kind in ("ok", "error")]
-            time.sleep(0.05)
+        results = finish_running(self, grace_s)
         unfinished = []
         for slot in self.slots:
             if slot.job is not None:

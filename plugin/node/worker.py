@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from plugin.node.log import event, setup_logging
 from plugin.node.queue import Job
@@ -149,6 +149,25 @@ class WorkerResult:
     seconds: float = 0.0
     verdicts: list[str] = field(default_factory=list)  # input-domain verdicts (uar.ood)
     maps: list[Path] = field(default_factory=list)  # attention-map Secondary Captures (write_maps)
+
+
+class Runner(Protocol):
+    """What :func:`finish_running` needs of a pool of app runners (workers or MAP containers)."""
+
+    def busy(self) -> int: ...
+
+    def poll(self) -> list[WorkerResult]: ...
+
+
+def finish_running(runner: Runner, grace_s: float) -> list[WorkerResult]:
+    """Poll ``runner`` until nothing runs or ``grace_s`` seconds pass; the finished results
+    ("ok" and "error") that arrived meanwhile."""
+    deadline = time.monotonic() + grace_s
+    results: list[WorkerResult] = []
+    while runner.busy() and time.monotonic() < deadline:
+        results += [r for r in runner.poll() if r.kind in ("ok", "error")]
+        time.sleep(0.05)
+    return results
 
 
 @dataclass
@@ -292,11 +311,7 @@ class WorkerPool:
 
         Returns (results that arrived, jobs still unfinished and killed).
         """
-        deadline = time.monotonic() + grace_s
-        results: list[WorkerResult] = []
-        while self.busy() and time.monotonic() < deadline:
-            results += [r for r in self.poll() if r.kind in ("ok", "error")]
-            time.sleep(0.05)
+        results = finish_running(self, grace_s)
         unfinished = [s.job for s in self.slots if s.job is not None]
         for slot in self.slots:
             if slot.conn is not None and slot.job is None and slot.proc is not None and slot.proc.is_alive():
