@@ -106,6 +106,10 @@ async function main() {
     page.on("console", (msg) => {
       if (msg.type() === "error" || msg.type() === "warn") result.console_errors.push(msg.text().slice(0, 300));
     });
+    // OHIF's viewports load their images over DICOMweb; a viewport replaced while its load is in
+    // flight ("The stack viewport has been destroyed") can leave its successor blank for good.
+    // So each step of the layout waits until the network has been quiet for a moment.
+    const quiet = () => page.waitForNetworkIdle({ idleTime: 750, timeout: args.timeout_ms }).catch(() => {});
     // Open the study and lay it out (again after a reload).
     const openStudy = async () => {
       await page.goto(args.url, { waitUntil: "domcontentloaded", timeout: args.timeout_ms });
@@ -119,6 +123,7 @@ async function main() {
         { timeout: args.timeout_ms, polling: 250 },
         args.modalities,
       );
+      await quiet();
       // What a user does: choose a 1 x N layout, then double-click one thumbnail per viewport.
       await page.evaluate((n) => {
         window.commandsManager.runCommand("setViewportGridLayout", { numRows: 1, numCols: n });
@@ -128,6 +133,7 @@ async function main() {
         { timeout: args.timeout_ms, polling: 100 },
         args.modalities.length,
       );
+      await quiet();
       await page.evaluate((mods) => {
         const { displaySetService, viewportGridService } = window.services;
         const sets = displaySetService.getActiveDisplaySets();

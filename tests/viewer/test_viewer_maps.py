@@ -66,7 +66,9 @@ def test_ohif_shows_the_attention_map_beside_the_image_and_the_sr(tmp_path: Path
         assert [v["modality"] for v in result.raw["viewports"]] == [image_modality, "OT", "SR"]
         assert colour_share(result, "OT") > MIN_COLOUR_SHARE  # OHIF draws the SC in colour
         assert colour_share(result, image_modality) < MIN_COLOUR_SHARE / 10  # the radiograph stays grey
-    print(f"viewer round trip with attention maps and browser check: {time.monotonic() - t0:.0f} s")
+        loads = result.raw["attempts"]
+    took = time.monotonic() - t0
+    print(f"viewer round trip with attention maps and browser check: {took:.0f} s, {loads} load(s)")
 
 
 def test_uar_viewer_maps_option_lays_out_the_attention_maps(tmp_path: Path) -> None:
