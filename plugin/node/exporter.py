@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
 from plugin.node.config import Destination, DicomWebDestination, NodeConfig
@@ -130,10 +130,16 @@ class Exporter:
                 self._retry(d, why)
             return 0
         delivered = 0
+        accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
         try:
             for d in items:
                 if not assoc.is_established:
                     self._retry(d, "association lost")
+                    continue
+                if d.sop_class not in accepted:
+                    # e.g. a PACS configured for SR but not for the attention maps' Secondary Capture
+                    name = UID(d.sop_class).name
+                    self._retry(d, f"the destination did not accept {name} in this association")
                     continue
                 try:
                     status = assoc.send_c_store(d.path)

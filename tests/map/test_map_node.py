@@ -13,11 +13,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom.sop_class import SecondaryCaptureImageStorage
 
 from plugin.node.config import NodeConfig, Source, load_config, write_config
 from plugin.node.map_runner import MapPool
 from plugin.node.service import NodeService
 from plugin.settings import AppSettings
+from plugin.viewer.stack import referenced_images
 from tests.conftest import free_port
 from tests.helpers.tiny import make_tiny_checkpoint
 from tests.map.conftest import MapImage
@@ -69,8 +72,14 @@ def test_node_runs_each_study_in_a_map_container(
     map_image: MapImage, dicom_dir: Path, tmp_path: Path
 ) -> None:
     model = make_tiny_checkpoint(tmp_path / "model" / "tiny.safetensors")
-    rec = RecordingSCP().start()
-    node = NodeService(map_node_config(tmp_path, map_image, model, destinations=(rec.destination(),)))
+    rec = RecordingSCP()
+    rec.ae.add_supported_context(
+        SecondaryCaptureImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+    )
+    rec.start()
+    app = {"beam_size": 1, "write_maps": True}  # the container's attention maps travel too
+    cfg = map_node_config(tmp_path, map_image, model, destinations=(rec.destination(),), app=app)
+    node = NodeService(cfg)
     assert isinstance(node.pool, MapPool)
     node.start()
     try:
@@ -78,14 +87,19 @@ def test_node_runs_each_study_in_a_map_container(
         sent = storescu(node.cfg.port, files)
         assert sent.returncode == 0, sent.stderr
         done = wait_for(
-            lambda: rec.received or node.queue.studies(["failed"]), 300, "the SR", explain=node.queue.counts
+            lambda: any(ds.Modality == "SR" for ds in rec.datasets) or node.queue.studies(["failed"]),
+            300,
+            "the SR",
+            explain=node.queue.counts,
         )
         assert rec.received, done
     finally:
         node.stop()
         rec.stop()
-    [sr] = rec.datasets
+    *pictures, sr = rec.datasets
     assert sr.Modality == "SR" and sr.StudyInstanceUID == study_uid
+    assert pictures and {ds.Modality for ds in pictures} == {"OT"}  # Secondary Captures, sent first
+    assert referenced_images(sr) == {str(ds.SOPInstanceUID) for ds in pictures}
     [equipment] = [item for item in sr.ContributingEquipmentSequence if item.Manufacturer == MANUFACTURER]
     assert equipment.ManufacturerModelName == read_metadata(model)["model_name"]  # the mounted model
     assert node.queue.counts()["done"] == 1
