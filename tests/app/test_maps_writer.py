@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 from pydicom.uid import ExplicitVRLittleEndian
 
+from operators import maps_writer
 from operators.inference import load_generator
 from operators.maps_writer import SECONDARY_CAPTURE_STORAGE, view_maps
 from plugin.runner import AppResult, run_app
@@ -203,6 +204,37 @@ def test_write_maps_off_writes_no_picture_and_no_reference(
     assert result.reports[0].report.maps == []
     [sr_path] = result.srs
     assert _image_items(pydicom.dcmread(sr_path)) == []
+
+
+def test_a_picture_that_cannot_be_drawn_costs_the_pictures_only(
+    study: StudyFiles,
+    default_generator: ReportGenerator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # the lateral's picture fails after the frontal's was saved: all or nothing, and the SR still comes
+    drawn: list[int] = []
+
+    def fail_on_the_lateral(*args: object, **kwargs: object) -> np.ndarray:
+        drawn.append(1)
+        if len(drawn) == 2:
+            raise MemoryError("no memory for the lateral's picture")
+        return original(*args, **kwargs)
+
+    original = maps_writer.render_overlay
+    monkeypatch.setattr(maps_writer, "render_overlay", fail_on_the_lateral)
+    out = tmp_path / "out"
+    result = run_app(
+        study.frontal.parent, out, generator=default_generator, settings=_settings(write_maps=True)
+    )
+    assert len(drawn) == 2
+    assert result.maps == [] and list(out.glob("SC_*")) == []  # the frontal's picture was removed
+    [sr_path] = result.srs
+    assert _image_items(pydicom.dcmread(sr_path)) == []  # no reference to a picture that is not there
+    assert _dciodvfy_errors(sr_path) == []
+    assert "attention maps not written (MemoryError)" in caplog.text
+    assert "no memory for" not in caplog.text  # the exception's type, never its text
 
 
 def test_an_out_of_domain_study_gets_no_picture(
