@@ -144,15 +144,14 @@ def test_empty_connections_do_not_each_cost_a_full_garbage_collection(
     # imports, so 60 empty connections a second kept a core busy (benchmarks/node_soak.py)
     collections: list[float] = []
     monkeypatch.setattr(guard.gc, "collect", lambda *a: collections.append(time.monotonic()) or 0)
+    monkeypatch.setattr(guard, "FULL_GC_EVERY_S", 3600.0)  # none is due during the test
     cfg = node_config(workers=0)
     running_node(cfg)
-    t0 = time.monotonic()
     for _ in range(300):
         with socket.create_connection(("127.0.0.1", cfg.port)):
             pass
     assert echo("127.0.0.1", cfg.port, NODE_AE, SENDER_AE) == 0
-    assert time.monotonic() - t0 < guard.FULL_GC_EVERY_S  # so at most one collection is due
-    assert len(collections) <= 1
+    assert collections == []  # pynetdicom's own loop would have collected 5 times
 
 
 def test_a_stalled_tls_handshake_does_not_block_other_peers(
