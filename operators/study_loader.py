@@ -633,9 +633,7 @@ def _select(study_uid: str, instances: list[_Candidate]) -> CXRStudy | Rejection
     images = _dedupe([c for c, image in zip(instances, is_image, strict=True) if image], study_uid)
     if not images:
         return Rejection(study_uid, "no image instances in the study", files)
-    problems: list[str] = []
-    details: list[str] = []
-    set_aside: list[tuple[str, str]] = []
+    set_aside: list[tuple[str, str]] = []  # (file name, reason) of each instance not usable
     eligible: list[_Candidate] = []
     for c in images:
         # One bad instance is set aside with its reason; the study goes on with the others.
@@ -649,13 +647,13 @@ def _select(study_uid: str, instances: list[_Candidate]) -> CXRStudy | Rejection
                 f"instance not usable: pixel data not decodable or attributes unreadable ({_failure(exc)})"
             )
         if problem is not None:
-            problems.append(problem)
-            details.append(f"{c.path.name}: {problem}")
             set_aside.append((c.path.name, problem))
             continue
         eligible.append(c)
+    details = [f"{name}: {problem}" for name, problem in set_aside]
     if not eligible:
-        reason = problems[0] if len(set(problems)) == 1 else "no chest CR/DX image in the study"
+        problems = {problem for _, problem in set_aside}
+        reason = set_aside[0][1] if len(problems) == 1 else "no chest CR/DX image in the study"
         return Rejection(study_uid, reason, files, details)
     _views_from_images(eligible)
     chosen: dict[View, _Candidate] = {}

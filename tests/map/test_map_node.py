@@ -13,7 +13,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.sop_class import SecondaryCaptureImageStorage
 
 from plugin.node.config import NodeConfig, Source, load_config, write_config
@@ -72,11 +71,7 @@ def test_node_runs_each_study_in_a_map_container(
     map_image: MapImage, dicom_dir: Path, tmp_path: Path
 ) -> None:
     model = make_tiny_checkpoint(tmp_path / "model" / "tiny.safetensors")
-    rec = RecordingSCP()
-    rec.ae.add_supported_context(
-        SecondaryCaptureImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
-    )
-    rec.start()
+    rec = RecordingSCP(extra_classes=(SecondaryCaptureImageStorage,)).start()
     app = {"beam_size": 1, "write_maps": True}  # the container's attention maps travel too
     cfg = map_node_config(tmp_path, map_image, model, destinations=(rec.destination(),), app=app)
     node = NodeService(cfg)

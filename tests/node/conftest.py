@@ -146,13 +146,16 @@ class StoreSCP:
 
 
 class RecordingSCP:
-    """pynetdicom storage SCP for SR / PDF that records every C-STORE and answers ``statuses`` in turn.
+    """pynetdicom storage SCP for SR / PDF (and ``extra_classes``) that records every C-STORE and
+    answers ``statuses`` in turn.
 
     After the list is used up it answers Success. ``received`` holds the SOP Instance UIDs that were
     answered with Success, in order; ``attempts`` every request.
     """
 
-    def __init__(self, ae_title: str = "RECORDER", statuses: Sequence[int] = ()) -> None:
+    def __init__(
+        self, ae_title: str = "RECORDER", statuses: Sequence[int] = (), extra_classes: Sequence[str] = ()
+    ) -> None:
         self.ae_title = ae_title
         self.port = free_port()
         self.statuses = list(statuses)
@@ -162,7 +165,8 @@ class RecordingSCP:
         self.associations = 0
         self._lock = threading.Lock()
         self.ae = AE(ae_title=ae_title)
-        for sop in (EnhancedSRStorage, ComprehensiveSRStorage, BasicTextSRStorage, EncapsulatedPDFStorage):
+        classes = (EnhancedSRStorage, ComprehensiveSRStorage, BasicTextSRStorage, EncapsulatedPDFStorage)
+        for sop in (*classes, *extra_classes):
             self.ae.add_supported_context(sop, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
         self.server = None
 
