@@ -99,6 +99,12 @@ class TrainConfig:
     bf16: bool = False  # bf16 autocast (CPU or GPU)
     num_workers: int = 0
     grad_clip: float = 0.1
+    # LSU only: share of the visual token ids of each training batch replaced by uniformly random
+    # codes (a fresh draw per step), so that no training study is recognised by its exact tokens
+    token_noise: float = 0.0
+    # share of the words w1..wn the decoder reads as <unk> in each training batch (word dropout; the
+    # targets stay the report), so that a training report is not recalled from its own prefix
+    word_noise: float = 0.0
     eval_every: int = 1  # epochs between validation runs
     val_beam_size: int = 3
     max_val_studies: int | None = None  # cap validation size for quick runs

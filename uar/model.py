@@ -152,12 +152,15 @@ class UAR(nn.Module):
         return self.tir is not None and stage == 2
 
     # ----------------------------------------------------------------- training
-    def forward(self, visual: Tensor, reports: Tensor, stage: int) -> dict[str, Tensor]:
+    def forward(
+        self, visual: Tensor, reports: Tensor, stage: int, inputs: Tensor | None = None
+    ) -> dict[str, Tensor]:
         """Teacher-forced losses of one batch; keys ``loss``, ``ce``, ``global``, ``mask`` (0-dim).
 
         L = lambda_ce * L_CE + lambda_global * L_Global + [stage 2] lambda_mask * L_Mask. L_CE is the
         mean over target tokens w1..wn and the final eos; L_Global is computed on mean-pooled F^(I)
-        and on F^(R) mean-pooled over w1..wn.
+        and on F^(R) mean-pooled over w1..wn. ``inputs`` (B, T+1), when given, is what the decoder
+        reads instead of ``reports`` (a word-noised copy); targets and L_Global keep ``reports``.
         """
         if stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {stage}")
@@ -170,7 +173,10 @@ class UAR(nn.Module):
         memory = self.encoder(f_img)  # (B, L, d)
         t = reports.shape[1] - 1
         bias = self.tir.bias(t, memory.shape[1]) if self.tir_active(stage) else None  # (T, L)
-        h = self.decoder(f_rep[:, :-1], memory, bias)  # (B, T, d)
+        if inputs is not None and inputs.shape != reports.shape:
+            raise ValueError(f"decoder inputs {_describe(inputs)} do not match reports {_describe(reports)}")
+        f_in = f_rep if inputs is None else self.align(self.embed_words(inputs), kv)  # (B, T+1, d)
+        h = self.decoder(f_in[:, :-1], memory, bias)  # (B, T, d)
         logits = self.head(h)  # (B, T, V)
         targets = reports[:, 1:]  # (B, T)
         n_words = (targets != 0).sum(dim=1, keepdim=True)  # (B, 1)

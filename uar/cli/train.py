@@ -80,6 +80,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(RUN/visual_tokens.safetensors)",
     )
     p.add_argument("--no-augment", action="store_true", help="train on the plain resize (no crops)")
+    p.add_argument(
+        "--token-noise",
+        type=float,
+        help="LSU: share of visual token ids replaced by random codes in each training batch (0)",
+    )
+    p.add_argument(
+        "--word-noise",
+        type=float,
+        help="share of report words the decoder reads as <unk> in each training batch (0)",
+    )
     p.add_argument("--save-every", type=int, default=0, help="also write last.pt every N steps")
     p.add_argument("--max-steps", type=int, help="stop after N optimisation steps (resume later)")
     p.add_argument("--resume", action="store_true", help="continue RUN/last.pt exactly")
@@ -131,6 +141,8 @@ def configs_from_args(args: argparse.Namespace) -> tuple[UARConfig, TrainConfig]
         "val_beam_size": args.val_beam_size,
         "select": args.select,
         "log": args.log,
+        "token_noise": args.token_noise,
+        "word_noise": args.word_noise,
     }
     train_changes.update({k: v for k, v in train_flags.items() if v is not None})
     extra = dict(train_changes.get("extra", {}))

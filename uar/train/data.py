@@ -18,7 +18,7 @@ from torch import nn
 
 from uar.config import UARConfig
 from uar.data.r2gen import Batch, R2GenDataset, ReportDataset, VisualTokenCache, collate
-from uar.text.tokenizer import TextTokenizer
+from uar.text.tokenizer import UNK_ID, TextTokenizer
 
 __all__ = ["RunData", "batch_inputs", "collate", "layout", "load_run_data", "make_dataset"]
 
@@ -104,6 +104,33 @@ def load_run_data(
         )
         train_ds.tokenizer = val_ds.tokenizer = text_tokenizer
     return RunData(train_ds, val_ds, text_tokenizer)
+
+
+def noisy_tokens(ids: torch.Tensor, share: float, n_codes: int, generator: torch.Generator) -> torch.Tensor:
+    """A copy of visual token ids ``(B, V, L)`` with each id replaced, with probability ``share``, by
+    a code drawn uniformly from ``0..n_codes-1`` (training-time augmentation of LSU's input)."""
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"token noise share must be in [0, 1), got {share}")
+    if ids.is_floating_point():
+        raise ValueError("token noise applies to visual token ids, not to images")
+    if share == 0.0:
+        return ids
+    replace = torch.rand(ids.shape, generator=generator) < share
+    random_ids = torch.randint(0, n_codes, ids.shape, generator=generator)
+    return torch.where(replace.to(ids.device), random_ids.to(ids.device), ids)
+
+
+def noisy_words(reports: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:
+    """Decoder inputs from report ids ``(B, T+1)`` = [bos, w1..wn, eos, pad...]: each word w1..wn
+    replaced by ``<unk>`` with probability ``share`` (word dropout, Bowman et al. 2016); bos, eos
+    and padding are kept."""
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"word noise share must be in [0, 1), got {share}")
+    if share == 0.0:
+        return reports
+    words = reports > UNK_ID  # w1..wn (pad, bos and eos are 0; an <unk> stays <unk>)
+    drop = (torch.rand(reports.shape, generator=generator) < share).to(reports.device) & words
+    return reports.masked_fill(drop, UNK_ID)
 
 
 def batch_inputs(

@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 from uar import __version__
 from uar.config import TrainConfig, UARConfig
-from uar.train.data import batch_inputs, collate, load_run_data
+from uar.train.data import batch_inputs, collate, load_run_data, noisy_tokens, noisy_words
 from uar.train.ddp import (
     DistInfo,
     ResumableSampler,
@@ -129,15 +129,17 @@ def train_step(
     *,
     grad_clip: float,
     bf16: bool,
+    inputs: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """One optimisation step; returns the loss terms as floats.
 
     ``model`` may be wrapped in DDP, whose backward averages gradients over ranks. ``visual`` is
-    ``(B, V, L)`` token ids or ``(B, V, 1, S, S)`` images, ``reports`` ``(B, T+1)`` ids.
+    ``(B, V, L)`` token ids or ``(B, V, 1, S, S)`` images, ``reports`` ``(B, T+1)`` ids; ``inputs``
+    (the shape of ``reports``) is what the decoder reads when it differs from the targets.
     """
     device = reports.device
     with autocast(device, bf16):
-        out = model(visual, reports, stage=stage)
+        out = model(visual, reports, stage=stage, inputs=inputs)
     optimizer.zero_grad(set_to_none=True)
     out["loss"].backward()
     if grad_clip > 0:
@@ -509,8 +511,20 @@ class _Trainer:
         started = time.perf_counter()
         for batch in loader:
             visual, reports = self._inputs(batch)
+            # a fresh draw each step, the same again when a run resumes
+            noise = torch.Generator().manual_seed(cfg.seed * 1_000_003 + prog.global_step)
+            if cfg.token_noise > 0 and not visual.is_floating_point():
+                visual = noisy_tokens(visual, cfg.token_noise, self.model_cfg.visual_vocab_size, noise)
+            inputs = noisy_words(reports, cfg.word_noise, noise) if cfg.word_noise > 0 else None
             losses = train_step(
-                model, visual, reports, stage, optimizer, grad_clip=cfg.grad_clip, bf16=cfg.bf16
+                model,
+                visual,
+                reports,
+                stage,
+                optimizer,
+                grad_clip=cfg.grad_clip,
+                bf16=cfg.bf16,
+                inputs=inputs,
             )
             prog.step_in_epoch += 1
             prog.global_step += 1
