@@ -82,6 +82,10 @@ def test_iu_defaults_and_flags():
     )
     assert tr.extra == {"vocab_threshold": 1, "augment": False}
     assert tr.select == "ce_micro_f1" and _configs()[1].select == "bleu_4"
+    model, tr = _configs(*TINY, "--enc-layers", "0", "--token-noise", "0.15", "--word-noise", "0.2")
+    assert (model.n_enc_layers, model.n_dec_layers, tr.token_noise, tr.word_noise) == (0, 1, 0.15, 0.2)
+    with pytest.raises(ValueError, match="enc-layers"):
+        _configs(*TINY, "--enc-layers", "-1")
 
 
 def test_mimic_defaults():

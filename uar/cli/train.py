@@ -99,6 +99,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     size.add_argument("--n-heads", type=int)
     size.add_argument("--d-ff", type=int)
     size.add_argument("--layers", type=int, help="encoder and decoder layers")
+    size.add_argument(
+        "--enc-layers", type=int, help="encoder layers only (0: the decoder reads the aligned visual tokens)"
+    )
     size.add_argument("--n-basis", type=int, help="CRA basis vectors (2048)")
     size.add_argument("--dropout", type=float)
     size.add_argument("--max-len", type=int, help="report tokens (60 IU / 100 MIMIC)")
@@ -128,6 +131,10 @@ def configs_from_args(args: argparse.Namespace) -> tuple[UARConfig, TrainConfig]
         "mask_loss_reduction": args.mask_loss,
     }
     model_changes.update({k: v for k, v in flags.items() if v is not None})
+    if args.enc_layers is not None:
+        if args.enc_layers < 0:
+            raise ValueError(f"--enc-layers must be >= 0, got {args.enc_layers}")
+        model_changes["n_enc_layers"] = args.enc_layers
     train_flags = {
         "epochs_stage1": args.epochs1,
         "epochs_stage2": args.epochs2,
