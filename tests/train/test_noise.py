@@ -96,3 +96,17 @@ def test_a_noised_run_differs_from_a_clean_one_and_resumes_bit_identically(
     for name, t in straight["model"].items():
         assert torch.equal(t, split["model"][name]), name  # the same noise after the resume
     assert any(not torch.equal(t, clean["model"][n]) for n, t in straight["model"].items())
+
+
+def test_a_bad_share_is_refused_before_any_data_is_read(tiny_data, tiny_visual_tokenizer, tmp_path) -> None:
+    for changes in ({"token_noise": 1.5}, {"word_noise": -0.1}):
+        with pytest.raises(ValueError, match="must be in"):
+            train(
+                tiny_data,
+                tmp_path / "run",
+                tiny_model_cfg(),
+                tiny_train_cfg(**changes),
+                visual_tokenizer_path=tiny_visual_tokenizer,
+                progress=False,
+            )
+        assert not (tmp_path / "run" / "last.pt").exists()

@@ -20,7 +20,17 @@ from uar.config import UARConfig
 from uar.data.r2gen import Batch, R2GenDataset, ReportDataset, VisualTokenCache, collate
 from uar.text.tokenizer import UNK_ID, TextTokenizer
 
-__all__ = ["RunData", "batch_inputs", "collate", "layout", "load_run_data", "make_dataset"]
+__all__ = [
+    "RunData",
+    "batch_inputs",
+    "check_noise_share",
+    "collate",
+    "layout",
+    "load_run_data",
+    "make_dataset",
+    "noisy_tokens",
+    "noisy_words",
+]
 
 DEFAULT_THRESHOLD = {"iu_xray": 3, "mimic_cxr": 10}
 
@@ -106,11 +116,16 @@ def load_run_data(
     return RunData(train_ds, val_ds, text_tokenizer)
 
 
+def check_noise_share(kind: str, share: float) -> None:
+    """Raise ``ValueError`` unless ``share`` (of the ``kind`` noise: token, word) is in [0, 1)."""
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"{kind} noise share must be in [0, 1), got {share}")
+
+
 def noisy_tokens(ids: torch.Tensor, share: float, n_codes: int, generator: torch.Generator) -> torch.Tensor:
     """A copy of visual token ids ``(B, V, L)`` with each id replaced, with probability ``share``, by
     a code drawn uniformly from ``0..n_codes-1`` (training-time augmentation of LSU's input)."""
-    if not 0.0 <= share < 1.0:
-        raise ValueError(f"token noise share must be in [0, 1), got {share}")
+    check_noise_share("token", share)
     if ids.is_floating_point():
         raise ValueError("token noise applies to visual token ids, not to images")
     if share == 0.0:
@@ -124,8 +139,7 @@ def noisy_words(reports: torch.Tensor, share: float, generator: torch.Generator)
     """Decoder inputs from report ids ``(B, T+1)`` = [bos, w1..wn, eos, pad...]: each word w1..wn
     replaced by ``<unk>`` with probability ``share`` (word dropout, Bowman et al. 2016); bos, eos
     and padding are kept."""
-    if not 0.0 <= share < 1.0:
-        raise ValueError(f"word noise share must be in [0, 1), got {share}")
+    check_noise_share("word", share)
     if share == 0.0:
         return reports
     words = reports > UNK_ID  # w1..wn (pad, bos and eos are 0; an <unk> stays <unk>)

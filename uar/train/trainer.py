@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 from uar import __version__
 from uar.config import TrainConfig, UARConfig
-from uar.train.data import batch_inputs, collate, load_run_data, noisy_tokens, noisy_words
+from uar.train.data import batch_inputs, check_noise_share, collate, load_run_data, noisy_tokens, noisy_words
 from uar.train.ddp import (
     DistInfo,
     ResumableSampler,
@@ -242,6 +242,8 @@ class _Trainer:
             )
         if train_cfg.select not in SELECT_METRICS:
             raise ValueError(f"select must be one of {SELECT_METRICS}, got {train_cfg.select!r}")
+        check_noise_share("token", train_cfg.token_noise)  # refused before any data is read
+        check_noise_share("word", train_cfg.word_noise)
         if model_cfg.visual_encoder == "lsu" and visual_tokenizer_path is None:
             raise ValueError("visual_encoder='lsu' needs a visual tokenizer (--tokenizer tok.safetensors)")
         self.data_dir = data_dir
