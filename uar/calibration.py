@@ -6,13 +6,28 @@ Used by ``uar calibrate``, ``uar export --calibration-data`` and at the end of `
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
 from uar.checkpoint import INPUT_CHECK_KEY, read_metadata, write_grounding, write_input_check
+from uar.data.r2gen import VisualTokenCache, fingerprint
 from uar.eval.pointing import look, play, select_heads
 from uar.generator import ReportGenerator
-from uar.ood import DEFAULT_PERCENTILE, InputCheck, calibrate_on_dataset
+from uar.ood import (
+    DEFAULT_PERCENTILE,
+    InputCheck,
+    StudyFeatures,
+    calibrate_on_dataset,
+    image_features,
+    pool_views,
+)
+
+NOT_LSU = "the model reads CNN features, not visual tokens: a token cache does not apply"
 
 
 def has_input_check(path: str | Path) -> bool:
@@ -27,14 +42,70 @@ def calibrate_checkpoint(
     *,
     percentile: float = DEFAULT_PERCENTILE,
     max_reference: int | None = None,
+    token_cache: VisualTokenCache | str | Path | None = None,
 ) -> tuple[Path, InputCheck]:
     """Fit the check of ``checkpoint``'s model on the R2Gen dataset ``data`` (train split: statistics;
-    val split: threshold) and store it, in ``out`` or in place. Returns (written file, check)."""
+    val split: threshold) and store it, in ``out`` or in place. Returns (written file, check).
+
+    ``token_cache`` (LSU models): the visual token ids of the full views are read from this cache of
+    the same data and tokenizer (a :class:`~uar.data.r2gen.VisualTokenCache` or its file, as
+    training fills it) instead of running the tokenizer's trunk on every image again; the features
+    are the same. Raises ``ValueError`` when the model has no visual tokenizer or the cache is of
+    another one.
+    """
     generator = ReportGenerator.load(checkpoint)
-    check = calibrate_on_dataset(
-        generator.view_features, data, percentile=percentile, max_reference=max_reference
-    )
+    if token_cache is None:
+        features = image_features(generator.view_features)
+    else:
+        if not isinstance(token_cache, VisualTokenCache):
+            if generator.visual_tokenizer is None:
+                raise ValueError(NOT_LSU)
+            token_cache = VisualTokenCache.open(generator.visual_tokenizer, token_cache)
+        features = cached_token_features(generator, token_cache, Path(data))
+    check = calibrate_on_dataset(features, data, percentile=percentile, max_reference=max_reference)
     return write_input_check(checkpoint, check, out), check
+
+
+def cached_token_features(
+    generator: ReportGenerator, cache: VisualTokenCache, root: Path, *, batch_size: int = 64
+) -> StudyFeatures:
+    """Input-domain features of studies under the dataset folder ``root`` from cached token ids.
+
+    Each view's ids are those of its full image (the inference resize, cache crop ``full``); a
+    missing lateral takes the frontal's ids, as :meth:`ReportGenerator.visual_input` does with the
+    image. Ids missing from the cache are computed (and kept in memory only).
+    """
+    tokenizer = generator.visual_tokenizer
+    if tokenizer is None:
+        raise ValueError(NOT_LSU)
+    if cache.fingerprint != fingerprint(tokenizer):
+        raise ValueError("the token cache was made with another visual tokenizer than the model's")
+    n_views = generator.config.n_views
+
+    def key(path: Path) -> str:
+        try:
+            return path.relative_to(root).as_posix()
+        except ValueError:
+            return path.as_posix()
+
+    def features(studies: Sequence[tuple[Path, ...]], desc: str) -> tuple[Tensor, Tensor]:
+        feats, masks = [], []
+        for start in tqdm(range(0, len(studies), batch_size), desc=desc, unit="batch", disable=None):
+            chunk = studies[start : start + batch_size]
+            views = [(list(paths) + [paths[0]] * n_views)[:n_views] for paths in chunk]
+            ids = torch.stack([torch.stack([cache.get(key(p), p, None) for p in v]) for v in views])
+            with torch.inference_mode():
+                embedding = generator.model.embed_visual(ids)  # ids (B, V, L) -> (B, V*L, d)
+            feats.append(pool_views(embedding, n_views))
+            mask = torch.ones(len(chunk), n_views, dtype=torch.bool)
+            if n_views == 2:
+                mask[:, 1] = torch.tensor([len(paths) > 1 for paths in chunk])
+            masks.append(mask)
+        if not feats:
+            raise ValueError("no studies to compute features of")
+        return torch.cat(feats), torch.cat(masks)
+
+    return features
 
 
 def choose_grounding_heads(

@@ -269,6 +269,8 @@ def fit_input_check(
 
 StudyImages = tuple[np.ndarray, np.ndarray | None]
 Encoder = Callable[[list[StudyImages]], tuple[Tensor, Tensor]]  # studies -> (features, supplied)
+# image paths of studies (frontal first) and a progress label -> (features (N, V, d), supplied (N, V))
+StudyFeatures = Callable[[Sequence[tuple[Path, ...]], str], tuple[Tensor, Tensor]]
 
 
 def split_studies(data_dir: str | Path, split: str, limit: int | None = None) -> list[tuple[Path, ...]]:
@@ -307,8 +309,17 @@ def dataset_features(
     return torch.cat(feats), torch.cat(masks)
 
 
+def image_features(encode: Encoder) -> StudyFeatures:
+    """A :data:`StudyFeatures` that loads each study's images and runs ``encode`` on them."""
+
+    def features(studies: Sequence[tuple[Path, ...]], desc: str) -> tuple[Tensor, Tensor]:
+        return dataset_features(encode, studies, desc=desc)
+
+    return features
+
+
 def calibrate_on_dataset(
-    encode: Encoder,
+    features: StudyFeatures,
     data_dir: str | Path,
     *,
     percentile: float = DEFAULT_PERCENTILE,
@@ -329,7 +340,7 @@ def calibrate_on_dataset(
         )
     if not cal:
         raise ValueError(f"{data_dir}: the {calibration_split!r} split is empty (the threshold needs it)")
-    ref_f, _ = dataset_features(encode, ref, desc=f"{reference_split} features")
-    cal_f, cal_m = dataset_features(encode, cal, desc=f"{calibration_split} features")
+    ref_f, _ = features(ref, f"{reference_split} features")
+    cal_f, cal_m = features(cal, f"{calibration_split} features")
     source = f"{Path(data_dir).name}: {len(ref)} {reference_split} / {len(cal)} {calibration_split} studies"
     return fit_input_check(ref_f, cal_f, cal_m, percentile=percentile, source=source)

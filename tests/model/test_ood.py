@@ -11,10 +11,12 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from tests.helpers.tiny import make_tiny_checkpoint
+from tests.helpers.tiny import make_tiny_checkpoint, tiny_text_tokenizer
 from uar.calibration import calibrate_checkpoint, has_input_check
-from uar.checkpoint import load_checkpoint, read_metadata, write_input_check
+from uar.checkpoint import load_checkpoint, read_metadata, save_checkpoint, write_input_check
 from uar.cli import main
+from uar.data.images import load_image, to_tensor
+from uar.data.r2gen import R2GenDataset, VisualTokenCache
 from uar.generator import ReportGenerator
 from uar.ood import InputCheck, fit_input_check, ledoit_wolf, view_features
 
@@ -121,6 +123,71 @@ def test_lsu_models_are_scored_on_their_visual_token_embeddings(tmp_path: Path) 
     check = fit_input_check(feats[:40], feats[40:])
     unseen = torch.full((3, cfg.n_views, cfg.tokens_per_view), cfg.visual_vocab_size - 1)  # codes never used
     assert all(v.out_of_domain for v in check.verdicts(check.scores(view_features(model, unseen))))
+
+
+def _varied_tiny_lsu_checkpoint(path: Path, data: Path, seed: int = 0) -> Path:
+    """A tiny LSU checkpoint whose VQ codes vary over the images of ``data``: the random-init
+    encoder's features barely vary, so the codebook is spread around their mean."""
+    ckpt = load_checkpoint(make_tiny_checkpoint(path, seed=seed))
+    tok = ckpt.visual_tokenizer
+    assert tok is not None
+    size = tok.config.image_size
+    paths = sorted((data / "images").rglob("*.png"))[:8]
+    images = torch.stack([to_tensor(load_image(p), size) for p in paths])
+    with torch.no_grad():
+        z = tok.encoder(images)  # (8, C, h, w)
+        spread = z.std(dim=(0, 2, 3))
+        gen = torch.Generator().manual_seed(seed)
+        codebook = tok.quantizer.codebook
+        noise = torch.randn(codebook.shape, generator=gen)
+        codebook.copy_(z.mean(dim=(0, 2, 3)) + 2 * spread * noise)
+    return save_checkpoint(path, ckpt.model, ckpt.text_tokenizer, tok, name="uar-tiny-lsu", version="0.0.0")
+
+
+def test_an_lsu_model_calibrates_from_its_token_cache_as_from_the_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _write_dataset(tmp_path / "data", n_train=24, n_val=12, seed=3)
+    ann = json.loads((data / "annotation.json").read_text())
+    ann["val"][0]["image_path"] = ann["val"][0]["image_path"][:1]  # a frontal-only study
+    (data / "annotation.json").write_text(json.dumps(ann))
+    ckpt = _varied_tiny_lsu_checkpoint(tmp_path / "lsu.safetensors", data)
+    _, from_images = calibrate_checkpoint(ckpt, data, tmp_path / "images.safetensors")
+    tok = load_checkpoint(ckpt).visual_tokenizer
+    assert tok is not None
+    cache = VisualTokenCache(tok, tmp_path / "tokens.safetensors", n_crops=0)
+    for split in ("train", "val"):  # as training fills it; the file is written once, at the end
+        dataset = R2GenDataset(data, split, tiny_text_tokenizer(), 2, tok.config.image_size, False, cache)
+        dataset.precompute_tokens(save=split == "val")
+    # every id now comes from the file: the tokenizer's encoder is never run again
+    monkeypatch.setattr(type(tok), "encode", lambda *a, **k: pytest.fail("tokenizer ran"))
+    out, from_cache = calibrate_checkpoint(
+        ckpt, data, tmp_path / "cache.safetensors", token_cache=tmp_path / "tokens.safetensors"
+    )
+    assert from_cache.threshold == pytest.approx(from_images.threshold, rel=1e-5)
+    for name, t in from_images.tensors().items():
+        assert torch.allclose(t, from_cache.tensors()[name], rtol=1e-4, atol=1e-5), name
+    assert has_input_check(out)
+    cli_out = tmp_path / "cli.safetensors"
+    args = [
+        "calibrate",
+        str(ckpt),
+        "--data",
+        str(data),
+        "--token-cache",
+        str(cache.path),
+        "--out",
+        str(cli_out),
+    ]
+    assert main(args) == 0
+    assert load_checkpoint(cli_out).input_check.threshold == pytest.approx(from_cache.threshold)
+    # a cache of another tokenizer, or a CNN model, is refused with a clear error
+    other = _varied_tiny_lsu_checkpoint(tmp_path / "other.safetensors", data, seed=1)
+    with pytest.raises(ValueError, match="another visual tokenizer"):
+        calibrate_checkpoint(other, data, tmp_path / "x.safetensors", token_cache=cache)
+    cnn = make_tiny_checkpoint(tmp_path / "cnn.safetensors", preset="base")
+    with pytest.raises(ValueError, match="CNN features"):
+        calibrate_checkpoint(cnn, data, tmp_path / "y.safetensors", token_cache=cache.path)
 
 
 def test_a_checkpoint_without_calibration_says_it_has_no_check(calibrated: tuple[Path, Path, Path]) -> None:

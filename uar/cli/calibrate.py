@@ -49,6 +49,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-reference", type=int, help="use at most N training studies for the statistics (default: all)"
     )
+    p.add_argument(
+        "--token-cache",
+        type=Path,
+        metavar="FILE",
+        help="LSU models: read the visual token ids of --data's views from this cache of the training run"
+        " (its visual_tokens.safetensors or --token-cache) instead of recomputing them",
+    )
     p.set_defaults(func=run)
 
 
@@ -66,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
             args.out,
             percentile=args.percentile,
             max_reference=args.max_reference,
+            token_cache=args.token_cache,
         )
         print(describe(check))
     if args.grounding is not None:

@@ -54,6 +54,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="calibrate the input-domain check of the exported file on this R2Gen dataset (train + val)",
     )
+    p.add_argument(
+        "--token-cache",
+        type=Path,
+        metavar="FILE",
+        help="LSU models, with --calibration-data: read the views' token ids from this cache of the"
+        " training run instead of recomputing them",
+    )
     p.set_defaults(func=run)
 
 
@@ -109,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     if args.calibration_data is not None:
         from uar.calibration import calibrate_checkpoint, describe
 
-        _, check = calibrate_checkpoint(out, args.calibration_data)
+        _, check = calibrate_checkpoint(out, args.calibration_data, token_cache=args.token_cache)
         print(describe(check))
     print(f"{out} ({out.stat().st_size / 2**20:.1f} MiB)")
     return 0

@@ -44,6 +44,7 @@ __all__ = [
     "ReportDataset",
     "Study",
     "VisualTokenCache",
+    "fingerprint",
     "collate",
     "crop_offsets",
     "read_annotation",
@@ -157,10 +158,26 @@ class VisualTokenCache:
         self.n_crops = n_crops
         self.offsets = crop_offsets(self.image_size, n_crops)
         self.path = Path(path) if path is not None else None
-        self.fingerprint = _fingerprint(tokenizer)
+        self.fingerprint = fingerprint(tokenizer)
         self._ids: dict[str, Tensor] = {}
         if self.path is not None and self.path.is_file():
             self._load(self.path)
+
+    @classmethod
+    def open(cls, tokenizer: AnyVisualTokenizer, path: str | Path) -> VisualTokenCache:
+        """The cache stored at ``path``, with the crop count it was made with.
+
+        Raises ``FileNotFoundError`` when there is no file and ``ValueError`` when it is not a token
+        cache or was made with another tokenizer.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"token cache not found: {path}")
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        if meta.get("format") != cls.FORMAT:
+            raise ValueError(f"{path}: not a visual token cache")
+        return cls(tokenizer, path, n_crops=int(meta.get("n_crops", 0)))
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -235,7 +252,7 @@ class VisualTokenCache:
             self._ids[key] = row.clone()
 
 
-def _fingerprint(tokenizer: AnyVisualTokenizer) -> str:
+def fingerprint(tokenizer: AnyVisualTokenizer) -> str:
     """SHA-256 over the tokenizer config and weights (16 hex digits)."""
     h = hashlib.sha256(json.dumps(tokenizer.config.to_dict(), sort_keys=True).encode())
     for name, t in sorted(tokenizer.state_dict().items()):

@@ -349,7 +349,9 @@ class _Trainer:
             log.warning("no annotation.json in %s: best.safetensors has no input check", self.data_dir)
             return
         try:
-            _, check = calibrate_checkpoint(self.best_path, self.data_dir)
+            # LSU: the token cache holds every training and validation view's ids already
+            cache = getattr(self.train_ds, "token_cache", None)
+            _, check = calibrate_checkpoint(self.best_path, self.data_dir, token_cache=cache)
         except (ValueError, FileNotFoundError) as exc:
             log.warning("input check not calibrated (%s); run `uar calibrate` later", exc)
             return
