@@ -57,6 +57,48 @@ def test_a_map_pointing_into_the_drawn_box_is_a_hit() -> None:
     assert s.rates()["map"] == 0.5 and s.per_observation["Pleural Effusion"].n == 2
 
 
+def test_the_peak_is_refined_between_cells_so_a_midline_tube_can_be_hit() -> None:
+    g = 14  # the semantic tokens' grid: no cell centre lies on the image's vertical midline
+    grids = np.zeros((2, g, g), dtype=np.float32)
+    grids[0, 2, 6] = grids[0, 2, 7] = 0.4  # two equal cells either side of the midline
+    grids[0, 2, 5] = grids[0, 2, 8] = grids[0, 1, 6] = grids[0, 3, 6] = 0.05
+    x, y = SentenceMap("An endotracheal tube is present.", (0, 5), grids).peak(0)
+    assert x == pytest.approx(0.5) and y == pytest.approx(2.5 / g)
+    sharp = np.zeros_like(grids)
+    sharp[0, 4, 9] = 1.0  # one cell: its centre
+    assert SentenceMap("x", (0, 1), sharp).peak(0) == pytest.approx((9.5 / g, 4.5 / g))
+    lopsided = sharp.copy()
+    lopsided[0, 4, 10] = 0.5  # the right neighbour pulls the vertex right, within the cell
+    x, _ = SentenceMap("x", (0, 1), lopsided).peak(0)
+    assert 9.5 / g < x < 10 / g
+    edge = np.zeros_like(grids)
+    edge[0, 0, 0] = 1.0
+    assert SentenceMap("x", (0, 1), edge).peak(0) == pytest.approx((0.5 / g, 0.5 / g))
+    # an endotracheal tube drawn between two cell centres (box narrower than a 16 px cell): a map on
+    # either cell alone misses it, a map shared by both points at their common edge, inside the tube
+    size, cell = 224, 224 // g
+    for i in range(3000):
+        case = sample_case(np.random.default_rng([13, i]))
+        if not case.findings.devices.et_tube:
+            continue
+        regions = finding_regions(case, "frontal", size=size)
+        [tube] = [r for r in regions if r.finding == "endotracheal tube"]
+        left, top, right, bottom = tube.box
+        if not any(left <= k * cell + cell / 2 - 0.5 < right for k in range(g)):
+            break
+    else:
+        raise AssertionError("no tube drawn between cell centres")
+    row, col = ((top + bottom) // 2) // cell, (left + right) // 2 // cell
+    col = col if (left + right) / 2 >= col * cell + cell / 2 else col - 1  # cells col, col + 1 straddle it
+    sentence = "An endotracheal tube is present."
+    for cols, expect in (((col,), False), ((col + 1,), False), ((col, col + 1), True)):
+        grids = np.zeros((2, g, g), dtype=np.float32)
+        for c in cols:
+            grids[0, row, c] = 1.0 / len(cols)
+        [t] = trials([SentenceMap(sentence, (0, 5), grids)], regions)
+        assert t.observation == "Support Devices" and t.hit is expect, cols
+
+
 def test_case_of_checks_the_study_id_and_labels() -> None:
     case = sample_case(np.random.default_rng([2, 5]))
     assert case_of({"id": "syn2_000005", "labels": case.labels}) == case
