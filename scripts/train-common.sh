@@ -6,7 +6,11 @@
 # train_row DIR NAME PRESET EPOCHS2 [FLAGS...] trains or resumes DIR/NAME (with the same budget a
 # finished run returns at once). long_row NAME PRESET continues RUN/ablations/NAME into RUN/long/NAME.
 # Every row keeps commas as tokens (--punctuation: reports read as prose, metrics score R2Gen's form);
-# the rows that read visual tokens (LSU) start W_I from the semantic tokenizer's code vectors.
+# the rows that read visual tokens (LSU) start W_I from the semantic tokenizer's code vectors and
+# train with LSU_ARGS: no encoder layers (the decoder attends to the aligned visual tokens), 15 % of
+# the visual tokens and 20 % of the decoder's input words replaced by noise (docs/training.md: without
+# them full UAR recalls training reports instead of reading the image).
+LSU_ARGS=(--enc-layers 0 --token-noise 0.15 --word-noise 0.2)
 MODEL_ARGS=(--d-model 128 --n-heads 4 --d-ff 256 --layers 3 --n-basis 512 --dropout 0 --mask-loss mean --no-augment
   --punctuation)
 # presets whose visual input is the CNN encoder (no visual tokens)
@@ -22,7 +26,8 @@ train_row() {
   mkdir -p "$dir"
   [ -f "$out/last.pt" ] && resume=(--resume)
   [[ "$CNN_PRESETS" == *" $preset "* ]] ||
-    visual=(--init-visual-embeddings "${INIT_VISUAL:-codebook}" --token-cache "$RUN/visual_tokens.safetensors")
+    visual=(--init-visual-embeddings "${INIT_VISUAL:-codebook}" --token-cache "$RUN/visual_tokens.safetensors"
+      "${LSU_ARGS[@]}")
   "$UAR" train --data "$RUN/data" --out "$out" --tokenizer "$RUN/tokenizer.safetensors" \
     --preset "$preset" --epochs1 "$EPOCHS1" --epochs2 "$epochs2" --step-size 4 --max-val-studies 150 \
     --save-every 100 --name "$name" "${MODEL_ARGS[@]}" "${visual[@]}" "${resume[@]}" "$@" >> "$out.log" 2>&1

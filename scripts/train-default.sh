@@ -14,6 +14,7 @@
 #                        no-lsu = CRA + TIR on the CNN encoder (the 0.2.0 default)
 #   MODEL_VERSION [0.3.0] version stored in the shipped model (and in every SR it writes)
 #   INIT_VISUAL [codebook] W_I initialisation of LSU rows: codebook (code vectors) or random (Xavier)
+#   CODEBOOK [8192]      codes of the semantic tokenizer
 #   EPOCHS1 [4] / EPOCHS2 [10]  stage-1 / stage-2 epochs (the first EPOCHS2_SHORT [2] of stage 2 are
 #                        the ablation table's budget: scripts/train-common.sh)     THREADS [2] CPU threads
 # benchmarks/ablations.sh trains the other rows with the same budget into the same RUN folder.
@@ -36,11 +37,12 @@ source scripts/train-common.sh
 mkdir -p "$RUN/ablations"
 [ -f "$RUN/data/annotation.json" ] ||
   "$UAR" data synthetic --n "$N_TRAIN" --seed 1 --splits 0.94,0.06,0 --corpus "$CORPUS" --out "$RUN/data"
-# the semantic tokenizer: k-means codes of the frozen trunk's features of the first 1200 training
-# studies (2400 views, 470k feature vectors of which 400k are clustered)
+# the semantic tokenizer: 8192 k-means codes of the frozen trunk's features of the first 1200
+# training studies (2400 views, 470k feature vectors of which 400k are clustered; 4096 and 8192 codes beat 1024,
+# 8192 wrote the better text, docs/benchmarks.md)
 [ -f "$RUN/tokenizer.safetensors" ] ||
   "$UAR" tokenizer train --kind semantic --images "$RUN/data/annotation.json" --out "$RUN/tokenizer.safetensors" \
-    --codebook 1024 --max-images 2400
+    --codebook "${CODEBOOK:-8192}" --max-images 2400
 
 long_row "$PRESET" "$PRESET"
 # the held-out test set, made only now: training never sees it
@@ -49,7 +51,10 @@ long_row "$PRESET" "$PRESET"
 model="$RUN/long/$PRESET"
 [ -f "$model-test.json" ] ||
   "$UAR" evaluate --checkpoint "$model/final.safetensors" --data "$RUN/test" --split test --out "$model-test.json"
+# LSU models read their training views' token ids from the run's cache for the input check
+cache=()
+[[ "$CNN_PRESETS" == *" $PRESET "* ]] || cache=(--token-cache "$RUN/visual_tokens.safetensors")
 "$UAR" export "$model/final.safetensors" "$OUT" --fp16 --name uar-default --version "$MODEL_VERSION" \
-  --metrics "$model-test.json" --calibration-data "$RUN/data"
+  --metrics "$model-test.json" --calibration-data "$RUN/data" "${cache[@]}"
 # the decoder heads of the grounding maps, chosen on validation studies (docs/grounding.md)
 "$UAR" calibrate "$OUT" --grounding "$RUN/data"
