@@ -160,6 +160,12 @@ def test_cli_semantic_kind(covid_pngs: list[Path], tmp_path: Path, capsys: pytes
     printed = json.loads(capsys.readouterr().out)
     assert printed["codes_used"] >= 4 and printed["n_images"] == 6
     assert load_visual_tokenizer(out).config == SemanticConfig(codebook_size=8, image_size=64)
+    # without --codebook the semantic kind asks for 8192 codes: more than 6 small views can seed
+    default = parser.parse_args(
+        ["tokenizer", "train", "--images", str(folder), "--out", str(out), "--size", "64"]
+    )
+    with pytest.raises(ValueError, match="cannot seed 8192 codes"):
+        default.func(default)
 
 
 def test_visual_embeddings_from_codes() -> None:

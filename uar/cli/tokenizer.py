@@ -39,7 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train split, reports metrics on the val split)",
     )
     t.add_argument("--out", required=True, type=Path, help="output .safetensors file")
-    t.add_argument("--codebook", type=int, default=1024, help="codebook size |V_I| (512-8192; 1024)")
+    t.add_argument(
+        "--codebook",
+        type=int,
+        default=None,
+        help="codebook size |V_I| (512-8192; semantic 8192, pixel 1024: docs/benchmarks.md, 'more codes')",
+    )
     t.add_argument("--epochs", type=int, default=20, help="pixel: training epochs (20)")
     t.add_argument("--iterations", type=int, default=20, help="semantic: k-means iterations (20)")
     t.add_argument(
@@ -72,7 +77,7 @@ def _train(args: argparse.Namespace) -> int:
         semantic = train_semantic_tokenizer(
             paths,
             args.out,
-            SemanticConfig(codebook_size=args.codebook, image_size=args.size or 224),
+            SemanticConfig(codebook_size=args.codebook or 8192, image_size=args.size or 224),
             iterations=args.iterations,
             max_vectors=args.max_vectors,
             seed=args.seed,
@@ -80,7 +85,7 @@ def _train(args: argparse.Namespace) -> int:
         )
         print(json.dumps(semantic.to_dict(), indent=2))
         return 0
-    cfg = VQConfig(codebook_size=args.codebook, image_size=args.size or 112, hidden=args.hidden)
+    cfg = VQConfig(codebook_size=args.codebook or 1024, image_size=args.size or 112, hidden=args.hidden)
     report = train_tokenizer(
         paths,
         args.out,
