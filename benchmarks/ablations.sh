@@ -21,9 +21,9 @@ source scripts/train-common.sh
 [ -f "$RUN/tokenizer.safetensors" ] || { echo "run scripts/train-default.sh first" >&2; exit 2; }
 
 # 1. every row with the short budget (EPOCHS1 + EPOCHS2_SHORT epochs), then one table
+# (UAR - TIR is the lsu+cra row: the presets no-tir and lsu+cra are the same model)
 rows=("uar uar" "base base" "base+lsu base+lsu" "base+integration base+integration" "base+global base+global"
-  "base+cra base+cra" "lsu+cra lsu+cra" "no-lsu no-lsu" "no-cra no-cra" "no-tir no-tir"
-  "single-stage uar --single-stage")
+  "base+cra base+cra" "lsu+cra lsu+cra" "no-lsu no-lsu" "no-cra no-cra" "single-stage uar --single-stage")
 running=0
 for row in "${rows[@]}"; do
   read -r name preset flags <<< "$row"
