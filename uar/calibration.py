@@ -15,7 +15,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from uar.checkpoint import INPUT_CHECK_KEY, read_metadata, write_grounding, write_input_check
-from uar.data.r2gen import VisualTokenCache, fingerprint
+from uar.data.r2gen import VisualTokenCache, fingerprint, image_key
 from uar.eval.pointing import look, play, select_heads
 from uar.generator import ReportGenerator
 from uar.ood import (
@@ -82,18 +82,14 @@ def cached_token_features(
         raise ValueError("the token cache was made with another visual tokenizer than the model's")
     n_views = generator.config.n_views
 
-    def key(path: Path) -> str:
-        try:
-            return path.relative_to(root).as_posix()
-        except ValueError:
-            return path.as_posix()
-
     def features(studies: Sequence[tuple[Path, ...]], desc: str) -> tuple[Tensor, Tensor]:
         feats, masks = [], []
         for start in tqdm(range(0, len(studies), batch_size), desc=desc, unit="batch", disable=None):
             chunk = studies[start : start + batch_size]
             views = [(list(paths) + [paths[0]] * n_views)[:n_views] for paths in chunk]
-            ids = torch.stack([torch.stack([cache.get(key(p), p, None) for p in v]) for v in views])
+            ids = torch.stack(
+                [torch.stack([cache.get(image_key(p, root), p, None) for p in v]) for v in views]
+            )
             with torch.inference_mode():
                 embedding = generator.model.embed_visual(ids)  # ids (B, V, L) -> (B, V*L, d)
             feats.append(pool_views(embedding, n_views))

@@ -181,6 +181,15 @@ def test_an_lsu_model_calibrates_from_its_token_cache_as_from_the_images(
     ]
     assert main(args) == 0
     assert load_checkpoint(cli_out).input_check.threshold == pytest.approx(from_cache.threshold)
+    # a file that is no token cache (garbage bytes, another safetensors file) is refused clearly
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\xff" * 64)
+    with pytest.raises(ValueError, match="not a visual token cache"):
+        calibrate_checkpoint(ckpt, data, tmp_path / "g.safetensors", token_cache=garbage)
+    with pytest.raises(ValueError, match="not a visual token cache"):
+        calibrate_checkpoint(ckpt, data, tmp_path / "g.safetensors", token_cache=ckpt)
+    with pytest.raises(FileNotFoundError):
+        calibrate_checkpoint(ckpt, data, tmp_path / "g.safetensors", token_cache=tmp_path / "missing")
     # a cache of another tokenizer, or a CNN model, is refused with a clear error
     other = _varied_tiny_lsu_checkpoint(tmp_path / "other.safetensors", data, seed=1)
     with pytest.raises(ValueError, match="another visual tokenizer"):

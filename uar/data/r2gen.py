@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -45,6 +45,7 @@ __all__ = [
     "Study",
     "VisualTokenCache",
     "fingerprint",
+    "image_key",
     "collate",
     "crop_offsets",
     "read_annotation",
@@ -173,11 +174,13 @@ class VisualTokenCache:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"token cache not found: {path}")
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        if meta.get("format") != cls.FORMAT:
-            raise ValueError(f"{path}: not a visual token cache")
-        return cls(tokenizer, path, n_crops=int(meta.get("n_crops", 0)))
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+            n_crops = int(meta.get("n_crops", 0))
+        except (SafetensorError, ValueError) as exc:
+            raise ValueError(f"{path}: not a visual token cache ({type(exc).__name__})") from None
+        return cls(tokenizer, path, n_crops=n_crops)  # _load checks the format and the tokenizer
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -252,6 +255,15 @@ class VisualTokenCache:
             self._ids[key] = row.clone()
 
 
+def image_key(path: Path, root: Path) -> str:
+    """The token-cache key of an image: its path relative to the dataset folder ``root`` (POSIX), or
+    the whole path for an image outside it."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
 def fingerprint(tokenizer: AnyVisualTokenizer) -> str:
     """SHA-256 over the tokenizer config and weights (16 hex digits)."""
     h = hashlib.sha256(json.dumps(tokenizer.config.to_dict(), sort_keys=True).encode())
@@ -319,10 +331,7 @@ class ReportDataset(Dataset[Study]):
         return paths + [paths[0]] * (self.n_views - len(paths))
 
     def _image_key(self, path: Path) -> str:
-        try:
-            return path.relative_to(self.root).as_posix()
-        except ValueError:
-            return path.as_posix()
+        return image_key(path, self.root)
 
     def __getitem__(self, index: int) -> Study:
         record = self.records[index]
