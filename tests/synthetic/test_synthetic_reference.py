@@ -9,7 +9,9 @@
   the DICOM UIDs, patient and study attributes come from the seed and the case, so whole files are
   pinned, not only their pixels. The hashes also depend on the pinned encoder versions (Pillow's
   zlib for PNG; pyjpegls, pylibjpeg-openjpeg and pydicom for compressed DICOM) and on
-  ``uar.__version__`` (Implementation Version Name, Software Versions).
+  ``uar.__version__`` (Implementation Version Name, Software Versions). They do not depend on the
+  CPU: the renderer's transcendental functions go through ``uar.synthetic.fmath``, so the AVX-512
+  and AVX2 machines that run CI write the same pixels (``test_synthetic_render.py``).
 - ``reports``: the embedded default model's reports (beam 3) on the first cases of seed 3,
   rendered at 256 px, with the SHA-256 of the model file they came from.
 

@@ -143,3 +143,35 @@ def test_render_rejects_bad_arguments():
         render(case, "oblique", size=64)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="size"):
         render(case, "frontal", size=8)
+
+
+# numpy's SIMD features that select its transcendental loops (AVX-512 picks SVML kernels whose
+# float32 results differ by an ulp from the AVX2 and SSE loops): disabled in the child process below
+_SIMD_FEATURES = (
+    "AVX512F AVX512CD AVX512VPOPCNTDQ AVX512VL AVX512BW AVX512DQ AVX512VNNI AVX512IFMA AVX512VBMI "
+    "AVX512VBMI2 AVX512BITALG AVX512BF16 AVX512_SKX X86_V4 AVX512_CLX AVX512_CNL AVX512_ICL "
+    "AVX2 FMA3 X86_V3 AVX F16C"
+)
+
+
+def test_same_pixels_whatever_simd_numpy_uses(tmp_path):
+    """A seeded radiograph is the same float32 array on every x86-64 CPU: rendered here with all of
+    numpy's SIMD loops and in a child process restricted to SSE loops (on an AVX-512 machine the two
+    would differ without ``uar.synthetic.fmath``)."""
+    import os
+    import subprocess
+    import sys
+
+    cases = [sample_case(np.random.default_rng([3, i])) for i in range(3)]
+    here = np.stack([render(c, v, size=256) for c in cases for v in ("frontal", "lateral")])
+    script = (
+        "import sys, numpy as np\n"
+        "from uar.synthetic.render import render\n"
+        "from uar.synthetic.sampling import sample_case\n"
+        "cases = [sample_case(np.random.default_rng([3, i])) for i in range(3)]\n"
+        "np.save(sys.argv[1], np.stack([render(c, v, size=256) for c in cases for v in ('frontal', 'lateral')]))\n"
+    )
+    out = tmp_path / "sse.npy"
+    env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": _SIMD_FEATURES}
+    subprocess.run([sys.executable, "-c", script, str(out)], env=env, check=True, timeout=300)
+    assert np.array_equal(np.load(out), here)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from uar.synthetic import fmath
 from uar.synthetic.case import AirspaceOpacity, Case, Lesion, RibFracture, Side, Zone
 
 MM_PER_UNIT = 180.0  # one anatomy unit (image half-width at scale 1) is about 18 cm
@@ -114,7 +115,7 @@ def vessel_tree(
     for level in range(4):
         m = len(angles)
         a = angles[:, None] + np.cumsum(rng.normal(0.0, 0.12, (m, n_steps)), axis=1)  # (m, 6)
-        steps = (lengths / n_steps)[:, None, None] * np.stack([np.cos(a) * sign, np.sin(a)], axis=-1)
+        steps = (lengths / n_steps)[:, None, None] * np.stack([fmath.cos(a) * sign, fmath.sin(a)], axis=-1)
         pts = np.concatenate(
             [starts[:, None], starts[:, None] + np.cumsum(steps, axis=1)], axis=1
         )  # (m, 7, 2)

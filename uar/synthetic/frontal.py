@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from uar.synthetic import fmath
 from uar.synthetic.anatomy import (
     MM_PER_UNIT,
     fracture_point,
@@ -30,7 +31,7 @@ def frontal_attenuation(case: Case, cv: Canvas, rng: np.random.Generator) -> np.
     soft = max(cv.px_unit, 0.006)
     ap = acq.projection == "AP"
     lungs = lung_geometry(case)
-    spine_x = f.scoliosis * np.sin(math.pi * np.clip((y + 0.85) / 1.4, 0.0, 1.0))  # (H, W)
+    spine_x = f.scoliosis * fmath.sin(math.pi * np.clip((y + 0.85) / 1.4, 0.0, 1.0))  # (H, W)
 
     # body: elliptic cross-section, neck and shoulders, breasts, humeral heads
     wb = a.body_width
@@ -75,7 +76,7 @@ def frontal_attenuation(case: Case, cv: Canvas, rng: np.random.Generator) -> np.
     for side, lg in lungs.items():
         hy_h = -0.06 - (0.04 if side == "left" else 0.0)
         hx = lg.sign * 0.2
-        att += (0.14 + 0.08 * f.edema) * np.exp(-(((x - hx) / 0.07) ** 2) - ((y - hy_h) / 0.12) ** 2)
+        att += (0.14 + 0.08 * f.edema) * fmath.exp(-(((x - hx) / 0.07) ** 2) - ((y - hy_h) / 0.12) ** 2)
         trees.append(vessel_tree(rng, (hx, hy_h), lg.sign))
     vessels = blur(cv.lines(*(np.concatenate(parts) for parts in zip(*trees, strict=True))), 0.6)
     if f.edema:
@@ -99,7 +100,7 @@ def frontal_attenuation(case: Case, cv: Canvas, rng: np.random.Generator) -> np.
             collapsed = disc(xs, y, cx, cy, rx, ry, soft)
             space = m * (1.0 - collapsed)
             e2 = ellipse(xs, y, cx, cy, rx, ry)
-            line = np.exp(-((((e2 - 1.0) * min(rx, ry)) / (0.7 * soft)) ** 2)) * m
+            line = fmath.exp(-((((e2 - 1.0) * min(rx, ry)) / (0.7 * soft)) ** 2)) * m
             vm = m * collapsed
             air -= air * 0.25 * collapsed * ptx.size
             att -= 0.12 * space
@@ -109,7 +110,8 @@ def frontal_attenuation(case: Case, cv: Canvas, rng: np.random.Generator) -> np.
                 continue
             h = (0.13, 0.24, 0.40)[eff.grade - 1]
             t = np.clip((xs - 0.1) / (lg.cx + lg.rx - 0.1), 0.0, 1.0)
-            level = lg.diaphragm - lg.dome * 0.5 - h - 1.2 * h * t**3  # meniscus climbs the lateral wall
+            # the meniscus climbs the lateral wall (t**3 as products: no CPU-dependent pow)
+            level = lg.diaphragm - lg.dome * 0.5 - h - 1.2 * h * (t * t * t)
             fluid = smooth(level - 0.01, level + 0.07, y) * smooth(0.0, 0.04, xs)
             fluid *= smooth(1.08, 1.0, ellipse(xs, y, lg.cx, lg.cy, lg.rx, lg.ry))
             air *= 1.0 - fluid
@@ -167,8 +169,8 @@ def frontal_attenuation(case: Case, cv: Canvas, rng: np.random.Generator) -> np.
         cx, cy = lesion_centre(lg, les)
         r = les.diameter_mm / 2.0 / MM_PER_UNIT
         xs = lg.sign * x
-        theta = np.arctan2(y - cy, xs - cx)
-        lobulation = 1.0 + (0.12 if les.is_mass else 0.04) * np.sin(5 * theta + les.depth * 6.0)
+        theta = fmath.arctan2(y - cy, xs - cx)
+        lobulation = 1.0 + (0.12 if les.is_mass else 0.04) * fmath.sin(5 * theta + les.depth * 6.0)
         e = ellipse(xs, y, cx, cy, r, r) / lobulation
         dens = smooth(1.0 + soft / r, 1.0 - 2.0 * soft / r, e)
         air *= 1.0 - 0.7 * dens
@@ -176,7 +178,7 @@ def frontal_attenuation(case: Case, cv: Canvas, rng: np.random.Generator) -> np.
     if f.edema:
         for lg in lungs.values():
             xs = lg.sign * x
-            haze = np.exp(-(((xs - 0.22) / 0.28) ** 2) - ((y + 0.02) / 0.38) ** 2)
+            haze = fmath.exp(-(((xs - 0.22) / 0.28) ** 2) - ((y + 0.02) / 0.38) ** 2)
             air *= 1.0 - (0.42 if f.edema == 1 else 0.65) * haze
         kerley = []
         for lg in lungs.values():
@@ -202,8 +204,8 @@ def frontal_attenuation(case: Case, cv: Canvas, rng: np.random.Generator) -> np.
     dxs = np.abs(x - spine_x)
     phase = y / 0.09
     fr = phase - np.floor(phase)
-    spine = smooth(0.09, 0.075, dxs) * (0.85 + 0.15 * np.cos(2 * math.pi * phase))
-    pedicle = np.exp(-(((dxs - 0.055) / 0.014) ** 2) - ((fr - 0.35) / 0.14) ** 2)
+    spine = smooth(0.09, 0.075, dxs) * (0.85 + 0.15 * fmath.cos(2 * math.pi * phase))
+    pedicle = fmath.exp(-(((dxs - 0.055) / 0.014) ** 2) - ((fr - 0.35) / 0.14) ** 2)
     att += (0.2 * spine + 0.1 * pedicle) * smooth(-1.0, -0.9, y)
     for side, lg in lungs.items():
         xs = lg.sign * x
@@ -213,15 +215,15 @@ def frontal_attenuation(case: Case, cv: Canvas, rng: np.random.Generator) -> np.
         fx = f.fracture
         if fx is not None and fx.side == side:
             xb, yb = fracture_point(case, lg, fx)
-            near = np.exp(-(((phi - fx.rib - 0.2) / 0.6) ** 2))
+            near = fmath.exp(-(((phi - fx.rib - 0.2) / 0.6) ** 2))
             phi = phi - fx.displacement * near * smooth(xb - 0.004, xb + 0.004, xs)
         k = np.floor(phi)
         fr = phi - k
         band = smooth(0.0, 0.1, fr) * smooth(0.52, 0.42, fr)
-        cortex = np.exp(-(((fr - 0.05) / 0.04) ** 2)) + np.exp(-(((fr - 0.47) / 0.04) ** 2))
+        cortex = fmath.exp(-(((fr - 0.05) / 0.04) ** 2)) + fmath.exp(-(((fr - 0.47) / 0.04) ** 2))
         rib = (0.12 * band + 0.05 * cortex) * ((k >= 0) & (k < 11)) * window * smooth(0.75, 0.45, y)
         if fx is not None and fx.side == side:
-            gap = np.exp(-(((xs - xb) / 0.018) ** 2)) * (np.abs(phi - fx.rib - 0.18) < 0.7)
+            gap = fmath.exp(-(((xs - xb) / 0.018) ** 2)) * (np.abs(phi - fx.rib - 0.18) < 0.7)
             rib *= 1.0 - 0.9 * gap
             att += 0.3 * disc(xs, y, xb, yb, 0.045, 0.032, 0.012)  # callus around the break
         att += rib
@@ -231,7 +233,7 @@ def frontal_attenuation(case: Case, cv: Canvas, rng: np.random.Generator) -> np.
         band_a = smooth(0.0, 0.08, fa) * smooth(0.3, 0.22, fa) * (phi_a >= 0) * (phi_a < 6)
         att += 0.07 * band_a * window * smooth(0.2, 0.32, xs)
         t = (xs - 0.05) / 0.62
-        yc = -0.64 - 0.13 * t + 0.025 * np.sin(2 * math.pi * t) - (0.07 if ap else 0.0)
+        yc = -0.64 - 0.13 * t + 0.025 * fmath.sin(2 * math.pi * t) - (0.07 if ap else 0.0)
         clav = smooth(0.032, 0.018, np.abs(y - yc)) * smooth(-0.02, 0.06, t) * smooth(1.05, 0.95, t)
         att += 0.35 * clav
         if ap:

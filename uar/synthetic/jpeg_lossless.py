@@ -56,7 +56,7 @@ def encode_jpeg_lossless_sv1(pixels: np.ndarray, precision: int) -> bytes:
     mag = np.abs(diff)
     ssss = np.zeros(mag.shape, dtype=np.int64)
     nz = mag > 0
-    ssss[nz] = np.floor(np.log2(mag[nz])).astype(np.int64) + 1
+    ssss[nz] = np.frexp(mag[nz])[1]  # bit length: exact, unlike log2
     ssss[mag == 32768] = 16
     extra = np.where(diff >= 0, diff, diff - 1) & ((1 << ssss) - 1)
     extra[ssss == 16] = 0

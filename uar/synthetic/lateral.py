@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from uar.synthetic import fmath
 from uar.synthetic.anatomy import MM_PER_UNIT, lung_geometry, vessel_tree, zone_y
 from uar.synthetic.case import Case
 from uar.synthetic.raster import Canvas, bezier, blur, disc, ellipse, lowfreq, smooth
@@ -36,7 +37,7 @@ def lateral_attenuation(case: Case, cv: Canvas, rng: np.random.Generator) -> np.
     cx, cy, rx, ry = 0.02, dia - 0.05, 0.55 * depth, dia - 0.05 - a.apex_y
     e = ellipse(x, y, cx, cy, rx, ry)
     u = np.clip((x + 0.5) / 1.05, 0.0, 1.0)
-    y_dia = dia - 0.12 + 0.22 * u**1.6 - (0.04 if hyper else 0.1) * np.sin(math.pi * u)
+    y_dia = dia - 0.12 + 0.22 * fmath.power(u, 1.6) - (0.04 if hyper else 0.1) * fmath.sin(math.pi * u)
     lung = smooth(1.0 + soft / rx, 1.0 - soft / rx, e) * smooth(y_dia + soft, y_dia - soft, y)
     air = lung * (0.35 + 0.65 * np.sqrt(np.clip(1.0 - e, 0.0, 1.0)))
     air *= 1.0 + 0.12 * hyper + 0.06 * lowfreq(rng, cv.size, 6)
@@ -54,7 +55,7 @@ def lateral_attenuation(case: Case, cv: Canvas, rng: np.random.Generator) -> np.
         med = np.maximum(med, 0.7 * disc(x, y, -0.3, -0.35, 0.18, 0.2, 0.05))
     air *= 1.0 - med
     att += 0.05 * heart_core
-    att += 0.15 * np.exp(-(((x - 0.05) / 0.08) ** 2) - ((y + 0.08) / 0.12) ** 2)  # hila
+    att += 0.15 * fmath.exp(-(((x - 0.05) / 0.08) ** 2) - ((y + 0.08) / 0.12) ** 2)  # hila
     trees = [vessel_tree(rng, (0.05, -0.08), sign, 0.8) for sign in (1, -1)]
     vessels = blur(cv.lines(*(np.concatenate(parts) for parts in zip(*trees, strict=True))), 0.6) * lung
     trachea = smooth(0.045, 0.03, np.abs(x - (-0.06 + 0.16 * (y + 1.0) / 0.8))) * smooth(-0.2, -0.28, y)
@@ -63,7 +64,8 @@ def lateral_attenuation(case: Case, cv: Canvas, rng: np.random.Generator) -> np.
     # findings
     if f.effusions:
         h = (0.1, 0.2, 0.33)[max(e.grade for e in f.effusions) - 1] * (1.2 if len(f.effusions) == 2 else 1.0)
-        level = dia + 0.12 - h - 1.2 * h * u**4 - 0.25 * (1.0 - u)  # fills the posterior sulcus first
+        # fills the posterior sulcus first (u**4 as products: no CPU-dependent pow)
+        level = dia + 0.12 - h - 1.2 * h * ((u * u) * (u * u)) - 0.25 * (1.0 - u)
         fluid = smooth(level - 0.01, level + 0.06, y) * smooth(1.06, 1.0, e)
         air *= 1.0 - (0.65 if len(f.effusions) == 1 else 0.9) * fluid
         vessels *= 1.0 - fluid
@@ -91,7 +93,7 @@ def lateral_attenuation(case: Case, cv: Canvas, rng: np.random.Generator) -> np.
         air *= 1.0 - 0.5 * dens
         att += 0.2 * dens
     if f.edema:
-        haze = np.exp(-(((x - 0.0) / 0.35) ** 2) - ((y + 0.05) / 0.35) ** 2)
+        haze = fmath.exp(-(((x - 0.0) / 0.35) ** 2) - ((y + 0.05) / 0.35) ** 2)
         air *= 1.0 - (0.25 if f.edema == 1 else 0.5) * haze
     if f.atelectasis:
         y0 = dia - 0.05
@@ -103,7 +105,7 @@ def lateral_attenuation(case: Case, cv: Canvas, rng: np.random.Generator) -> np.
     att -= 0.8 * air
 
     # bones: thoracic spine (bodies with disc spaces), sternum, posterior ribs, scapula
-    sx = 0.56 + 0.03 * np.cos(math.pi * (y + 0.2))
+    sx = 0.56 + 0.03 * fmath.cos(math.pi * (y + 0.2))
     phase = y / 0.09
     fr = phase - np.floor(phase)
     bodies = smooth(0.075, 0.06, np.abs(x - sx)) * (

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from uar.synthetic import fmath
 from uar.synthetic.case import Case, View
 from uar.synthetic.frontal import frontal_attenuation
 from uar.synthetic.lateral import lateral_attenuation
@@ -23,8 +24,8 @@ def expose(att: np.ndarray, case: Case, cv: Canvas, rng: np.random.Generator, vi
     """Exposure, detector blur, quantum noise and collimation: attenuation -> [0, 1] display image."""
     acq = case.acquisition
     k = acq.exposure * (0.85 if view == "lateral" else 1.0)
-    img = (1.0 - np.exp(-k * np.clip(att, 0.0, None))) / (1.0 - math.exp(-k * 2.2))
-    img = np.clip(img, 0.0, 1.0) ** acq.gamma
+    img = (1.0 - fmath.exp(-k * np.clip(att, 0.0, None))) / (1.0 - math.exp(-k * 2.2))
+    img = fmath.power(np.clip(img, 0.0, 1.0), acq.gamma)
     img = blur(img.astype(np.float32), 0.4 * cv.size / 256)
     img += acq.noise * np.sqrt(img + 0.02) * rng.standard_normal(img.shape, dtype=np.float32)
     img += 0.015 * acq.noise / 0.01 * lowfreq(rng, cv.size, 4) * 0.3
