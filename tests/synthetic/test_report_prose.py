@@ -38,6 +38,9 @@ def assert_prose(report: str) -> None:
         "no large pleural effusions.",
         "[Pulmonary vascularity is within normal limits>].",
         "Left ankle.",
+        "In the pleural spaces are clear.",
+        "Of the pulmonary vascularity is prominent.",
+        "The lung volumes are is somewhat low.",
     ],
 )
 def test_garbled_corpus_sentences_are_refused(sentence: str) -> None:
@@ -57,3 +60,11 @@ def test_thousand_composed_reports_read_as_prose(shared_data: Path) -> None:
     for i in range(1000):
         case = sample_case(np.random.default_rng([11, i]))
         assert_prose(compose_report(case, bank if i % 2 else test_bank, np.random.default_rng([11, i, 1])))
+
+
+def test_sentences_opening_with_a_preposition_are_kept_when_whole() -> None:
+    for sentence in (
+        "In the left lower lobe there is airspace disease consistent with pneumonia.",
+        "On the right there is marked narrowing of the joint space.",
+    ):
+        assert reads_as_prose(sentence), sentence

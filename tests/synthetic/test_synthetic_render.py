@@ -169,7 +169,8 @@ def test_same_pixels_whatever_simd_numpy_uses(tmp_path):
         "from uar.synthetic.render import render\n"
         "from uar.synthetic.sampling import sample_case\n"
         "cases = [sample_case(np.random.default_rng([3, i])) for i in range(3)]\n"
-        "np.save(sys.argv[1], np.stack([render(c, v, size=256) for c in cases for v in ('frontal', 'lateral')]))\n"
+        "views = [render(c, v, size=256) for c in cases for v in ('frontal', 'lateral')]\n"
+        "np.save(sys.argv[1], np.stack(views))\n"
     )
     out = tmp_path / "sse.npy"
     env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": _SIMD_FEATURES}
