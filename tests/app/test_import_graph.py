@@ -19,6 +19,7 @@ OPERATORS_NEVER = ("plugin", "uar.train", "uar.visual.train")
 SYNTHETIC_LAYERS = {
     "case": 0,
     "jpeg_lossless": 0,
+    "fmath": 0,
     "sampling": 1,
     "raster": 1,
     "report": 1,
