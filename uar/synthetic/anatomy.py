@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from uar.synthetic import fmath
+import uar.synthetic.fmath as fmath
 from uar.synthetic.case import AirspaceOpacity, Case, Lesion, RibFracture, Side, Zone
 
 MM_PER_UNIT = 180.0  # one anatomy unit (image half-width at scale 1) is about 18 cm

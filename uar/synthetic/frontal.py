@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from uar.synthetic import fmath
+import uar.synthetic.fmath as fmath
 from uar.synthetic.anatomy import (
     MM_PER_UNIT,
     fracture_point,

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from uar.synthetic import fmath
+import uar.synthetic.fmath as fmath
 from uar.synthetic.anatomy import MM_PER_UNIT, lung_geometry, vessel_tree, zone_y
 from uar.synthetic.case import Case
 from uar.synthetic.raster import Canvas, bezier, blur, disc, ellipse, lowfreq, smooth

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from uar.synthetic import fmath
+import uar.synthetic.fmath as fmath
 from uar.synthetic.case import Case, View
 from uar.synthetic.frontal import frontal_attenuation
 from uar.synthetic.lateral import lateral_attenuation
