@@ -256,3 +256,14 @@ def test_visual_token_cache_without_crops(r2gen_root: Path) -> None:
     )
     assert ds.precompute_tokens(save=False) == 12
     assert len(cache) == 12 and all(key.endswith("|full") for key in cache._ids)
+
+
+def test_token_precompute_shows_progress_in_a_log(r2gen_root, capsys):
+    """A training run's log is no terminal: the token cache's bar is shown there when asked
+    (25 silent minutes for 20000 views otherwise), and hidden when not."""
+    vt = VisualTokenizer(VQConfig(codebook_size=64, hidden=16, code_dim=16, n_res_blocks=1))
+    for progress, shown in ((True, True), (False, False)):
+        cache = VisualTokenCache(vt, None, n_crops=0)
+        ds = R2GenDataset(r2gen_root, "train", tokenizer_for(r2gen_root), 2, 112, False, cache)
+        assert ds.precompute_tokens(save=False, progress=progress) == 12
+        assert ("visual tokens" in capsys.readouterr().err) is shown

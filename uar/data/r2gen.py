@@ -356,9 +356,10 @@ class ReportDataset(Dataset[Study]):
                 images.append(to_tensor(img, self.image_size))
         return Study(record.id, images, record.report, ids, record.labels)
 
-    def precompute_tokens(self, save: bool = True, batch_size: int = 16) -> int:
+    def precompute_tokens(self, save: bool = True, batch_size: int = 16, progress: bool | None = None) -> int:
         """Fill the token cache for every image of this dataset (all crops), ``batch_size`` images
-        per tokenizer call; returns images encoded.
+        per tokenizer call; returns images encoded. ``progress``: show the bar (True, also in a
+        training log that is not a terminal), hide it (False), or show it on a terminal only (None).
 
         Run it before training with DataLoader workers: entries computed inside workers are lost.
         """
@@ -367,7 +368,8 @@ class ReportDataset(Dataset[Study]):
         cache = self.token_cache
         paths = {p for r in self.records for p in self.view_paths(r)}
         todo = [(k, p) for p in sorted(paths) if cache.key(k := self._image_key(p), None) not in cache]
-        with tqdm(total=len(todo), desc="visual tokens", unit="img", disable=None) as bar:
+        disable = None if progress is None else not progress
+        with tqdm(total=len(todo), desc="visual tokens", unit="img", disable=disable) as bar:
             for start in range(0, len(todo), batch_size):
                 cache.fill_many(todo[start : start + batch_size])
                 bar.update(len(todo[start : start + batch_size]))

@@ -399,8 +399,8 @@ class _Trainer:
         )
         if cache is not None:
             if info.is_main:  # one process tokenises every image once; the others read the file
-                data.train.precompute_tokens()
-                data.val.precompute_tokens()
+                data.train.precompute_tokens(progress=self.progress)
+                data.val.precompute_tokens(progress=self.progress)
             barrier(info)
             if not info.is_main:
                 cache = VisualTokenCache(self.visual_tok, cache_path, n_crops=cache.n_crops)
