@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
@@ -158,10 +161,6 @@ def test_same_pixels_whatever_simd_numpy_uses(tmp_path):
     """A seeded radiograph is the same float32 array on every x86-64 CPU: rendered here with all of
     numpy's SIMD loops and in a child process restricted to SSE loops (on an AVX-512 machine the two
     would differ without ``uar.synthetic.fmath``)."""
-    import os
-    import subprocess
-    import sys
-
     cases = [sample_case(np.random.default_rng([3, i])) for i in range(3)]
     here = np.stack([render(c, v, size=256) for c in cases for v in ("frontal", "lateral")])
     script = (

@@ -68,8 +68,8 @@ _BLACKLIST = re.compile(
 # characters other than letters, digits, spaces, commas, hyphens and the final full stop.
 _GARBLED = re.compile(
     r"\b(\w+)\s+\1\b|\bas is within\b|\bappearance the\b|[^A-Za-z0-9 ,\-.]|[.,]\S"
-    # two verbs in a row ("The lung volumes are is somewhat low")
-    r"|\b(?:is|are) (?:is|are)\b"
+    # two different verbs in a row ("The lung volumes are is somewhat low"; "is is": the first rule)
+    r"|\b(?:are is|is are)\b"
     # a subject lost to a leading preposition ("In the pleural spaces are clear", "Of the pulmonary
     # vascularity is prominent")
     r"|^Of the\b|^In the (?:\w+ ){1,3}(?:is|are) (?:clear|normal|unremarkable|within|prominent)\b",
