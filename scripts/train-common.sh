@@ -18,6 +18,8 @@ CNN_PRESETS=" base no-lsu base+integration base+global base+cra "
 EPOCHS1=${EPOCHS1:-4}
 EPOCHS2_SHORT=${EPOCHS2_SHORT:-2}
 EPOCHS2=${EPOCHS2:-10}
+# the shipped weights of a long run: the mean of its last AVERAGE stage-2 epochs (1: the last epoch)
+AVERAGE=${AVERAGE:-5}
 
 train_row() {
   local dir=$1 name=$2 preset=$3 epochs2=$4
@@ -30,7 +32,7 @@ train_row() {
       "${LSU_ARGS[@]}")
   "$UAR" train --data "$RUN/data" --out "$out" --tokenizer "$RUN/tokenizer.safetensors" \
     --preset "$preset" --epochs1 "$EPOCHS1" --epochs2 "$epochs2" --step-size 4 --max-val-studies 150 \
-    --save-every 100 --name "$name" "${MODEL_ARGS[@]}" "${visual[@]}" "${resume[@]}" "$@" >> "$out.log" 2>&1
+    --save-every 100 --keep-epochs --name "$name" "${MODEL_ARGS[@]}" "${visual[@]}" "${resume[@]}" "$@" >> "$out.log" 2>&1
 }
 
 long_row() {
@@ -41,9 +43,15 @@ long_row() {
     cp -r "$RUN/ablations/$name" "$RUN/long/$name"
   fi
   train_row "$RUN/long" "$name" "$preset" "$EPOCHS2"
-  # the shipped weights: the end of the last epoch (validation BLEU on 150 studies is too noisy to
-  # pick an epoch; decided before any test-set evaluation)
-  [ -f "$RUN/long/$name/final.safetensors" ] ||
-    "$UAR" export "$RUN/long/$name/best.safetensors" "$RUN/long/$name/final.safetensors" \
-      --weights-from "$RUN/long/$name/last.pt"
+  # the shipped weights: the mean of the last AVERAGE epochs' weights (validation BLEU or CE-F1 on
+  # 150 studies is too noisy to pick one epoch; averaging beat every single epoch on the 300
+  # validation studies, docs/training.md), or the end of the last epoch
+  local out="$RUN/long/$name" last=()
+  [ -f "$out/final.safetensors" ] && return
+  if [ "$AVERAGE" -gt 1 ]; then
+    mapfile -t last < <(ls "$out"/epochs/stage2-epoch*.safetensors | tail -n "$AVERAGE")
+    "$UAR" export "$out/best.safetensors" "$out/final.safetensors" --average "${last[@]}"
+  else
+    "$UAR" export "$out/best.safetensors" "$out/final.safetensors" --weights-from "$out/last.pt"
+  fi
 }

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,33 @@ def save_checkpoint(
         tensors.update(input_check.tensors())
         metadata[INPUT_CHECK_KEY] = input_check.metadata()
     return _write(path, tensors, metadata)
+
+
+def average_weights(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of model state dicts of one architecture (checkpoint averaging).
+
+    Floating tensors are averaged in float32; integer tensors (buffers) must be equal in every state
+    and are kept. Raises ``ValueError`` when there is no state or the states' keys, shapes or integer
+    buffers differ.
+    """
+    if not states:
+        raise ValueError("no weights to average")
+    first = states[0]
+    out: dict[str, torch.Tensor] = {}
+    for i, state in enumerate(states[1:], start=2):
+        if state.keys() != first.keys():
+            raise ValueError(f"weights {i} have other tensors than weights 1")
+    for key, value in first.items():
+        group = [state[key] for state in states]
+        if any(t.shape != value.shape for t in group):
+            raise ValueError(f"tensor {key!r} has different shapes in the weights to average")
+        if value.is_floating_point():
+            out[key] = torch.stack([t.float() for t in group]).mean(dim=0).to(value.dtype)
+        elif all(torch.equal(t, value) for t in group):
+            out[key] = value.clone()
+        else:
+            raise ValueError(f"integer tensor {key!r} differs between the weights to average")
+    return out
 
 
 def _write(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:

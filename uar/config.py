@@ -109,6 +109,9 @@ class TrainConfig:
     val_beam_size: int = 3
     max_val_studies: int | None = None  # cap validation size for quick runs
     select: Literal["bleu_4", "ce_micro_f1"] = "bleu_4"  # validation metric that picks best.safetensors
+    # also write the weights at the end of every epoch (epochs/stage<S>-epoch<NN>.safetensors), for
+    # averaging the last epochs (`uar export --average`)
+    keep_epochs: bool = False
     log: Literal["csv", "tensorboard"] = "csv"
     extra: dict[str, Any] = field(default_factory=dict)
 

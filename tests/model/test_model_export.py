@@ -39,3 +39,33 @@ def test_export_of_a_missing_file_is_a_clear_error(
 ) -> None:
     assert main(["export", str(tmp_path / "nope.safetensors"), str(tmp_path / "out.safetensors")]) == 2
     assert "uar export" in capsys.readouterr().err
+
+
+def test_export_average_ships_the_mean_of_the_weights(tmp_path: Path) -> None:
+    runs = [make_tiny_checkpoint(tmp_path / f"epoch{i}.safetensors", seed=i) for i in range(3)]
+    out = tmp_path / "averaged.safetensors"
+    assert main(["export", str(runs[0]), str(out), "--average", *map(str, runs)]) == 0
+    states = [load_checkpoint(p).model.state_dict() for p in runs]
+    averaged = load_checkpoint(out)
+    for name, t in averaged.model.state_dict().items():
+        if t.is_floating_point():
+            expected = sum(s[name] for s in states) / 3
+            assert torch.allclose(t, expected, atol=1e-6), name
+        else:
+            assert torch.equal(t, states[0][name]), name
+    base = load_checkpoint(runs[0])
+    for name, t in base.visual_tokenizer.state_dict().items():  # configuration and tokenizers: the input's
+        assert torch.equal(averaged.visual_tokenizer.state_dict()[name], t), name
+
+
+def test_export_average_refuses_weights_of_another_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ours = make_tiny_checkpoint(tmp_path / "uar.safetensors")
+    other = make_tiny_checkpoint(tmp_path / "base.safetensors", preset="base")
+    out = tmp_path / "out.safetensors"
+    assert main(["export", str(ours), str(out), "--average", str(ours), str(other)]) == 2
+    assert "another model configuration" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["export", str(ours), str(out), "--average", str(ours), "--weights-from", "x.pt"]) == 2
+    assert "exclude each other" in capsys.readouterr().err

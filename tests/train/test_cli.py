@@ -156,3 +156,8 @@ def test_torchrun_two_processes_stop_and_resume(tiny_data, tiny_visual_tokenizer
     assert [(r["stage"], r["epoch"]) for r in epochs] == [("1", "0"), ("2", "0")]  # rank 0 alone writes
     ckpt = load_checkpoint(run / "best.safetensors")
     assert ckpt.cfg.d_model == 32 and ckpt.meta["train_config"].batch_size == 4
+
+
+def test_keep_epochs_flag():
+    assert not _configs()[1].keep_epochs
+    assert _configs("--keep-epochs")[1].keep_epochs

@@ -109,3 +109,28 @@ def test_resume_extends_a_finished_run(tiny_data, tiny_visual_tokenizer, tmp_pat
           visual_tokenizer_path=tiny_visual_tokenizer, progress=False)  # fmt: skip
     assert main(["export", str(extended / "best.safetensors"), str(tmp_path / "x.safetensors"),
                  "--weights-from", str(other / "last.pt")]) == 2  # fmt: skip
+
+
+def test_keep_epochs_writes_every_epoch_for_averaging(tiny_data, tiny_visual_tokenizer, tmp_path):
+    """``keep_epochs`` writes each epoch's weights; the last is the run's final model, and `uar export
+    --average` ships their mean."""
+    out = tmp_path / "run"
+    train(tiny_data, out, tiny_model_cfg(), tiny_train_cfg(epochs_stage2=2, keep_epochs=True),
+          visual_tokenizer_path=tiny_visual_tokenizer, progress=False)  # fmt: skip
+    names = sorted(p.name for p in (out / "epochs").iterdir())
+    assert names == [
+        "stage1-epoch01.safetensors", "stage1-epoch02.safetensors",
+        "stage2-epoch01.safetensors", "stage2-epoch02.safetensors",
+    ]  # fmt: skip
+    last = torch.load(out / "last.pt", weights_only=False)["model"]
+    epoch2 = load_checkpoint(out / "epochs" / "stage2-epoch02.safetensors")
+    assert epoch2.meta["metrics"]["epoch"] == 2 and epoch2.meta["metrics"]["stage"] == 2
+    for name, t in epoch2.model.state_dict().items():
+        assert torch.equal(t, last[name]), name
+    kept = [out / "epochs" / f"stage2-epoch0{i}.safetensors" for i in (1, 2)]
+    averaged = tmp_path / "averaged.safetensors"
+    assert main(["export", str(out / "best.safetensors"), str(averaged), "--average", *map(str, kept)]) == 0
+    states = [load_checkpoint(p).model.state_dict() for p in kept]
+    for name, t in load_checkpoint(averaged).model.state_dict().items():
+        if t.is_floating_point():
+            assert torch.allclose(t, (states[0][name] + states[1][name]) / 2, atol=1e-6), name

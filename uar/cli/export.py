@@ -9,6 +9,13 @@ The model weights are stored in float16 with ``--fp16`` (half the size; loaded b
 visual tokenizer stays float32 so its token ids do not change. ``--weights-from RUN/last.pt`` ships the
 weights of a run's resume file (the model at the end of its last epoch) instead of the checkpoint's
 own, with the checkpoint's configuration and tokenizers; both must come from the same run.
+``--average FILE ...`` ships the mean of the weights of several files of the same run (checkpoint
+averaging: e.g. the last five epochs a ``uar train --keep-epochs`` run wrote to ``epochs/``; each
+FILE is a checkpoint or a resume file), again with the input checkpoint's configuration and
+tokenizers::
+
+    uar export runs/default/long/uar/best.safetensors final.safetensors \
+        --average runs/default/long/uar/epochs/stage2-epoch{16,17,18,19,20}.safetensors
 
 The input-domain check (docs/ood.md) is copied from the input checkpoint when the weights are its
 own; with ``--weights-from`` it no longer fits them and is dropped. ``--calibration-data DIR``
@@ -24,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from uar.checkpoint import load_checkpoint, save_checkpoint
+from uar.checkpoint import average_weights, load_checkpoint, save_checkpoint
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,6 +54,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         metavar="LAST_PT",
         help="take the model weights from this resume file (a run's last.pt) of the same run",
+    )
+    p.add_argument(
+        "--average",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="ship the mean of the model weights of these checkpoints or resume files of the same run",
     )
     p.add_argument(
         "--calibration-data",
@@ -76,6 +90,17 @@ def load_resume_weights(path: Path, ckpt_config: dict[str, object]) -> dict[str,
     return state["model"]
 
 
+def load_run_weights(path: Path, ckpt_config: dict[str, object]) -> dict[str, torch.Tensor]:
+    """The model weights of a checkpoint (``.safetensors``) or resume file (``last.pt``), checked
+    against the configuration of the checkpoint they are to be shipped in."""
+    if path.suffix != ".safetensors":
+        return load_resume_weights(path, ckpt_config)
+    other = load_checkpoint(path)
+    if other.cfg.to_dict() != ckpt_config:
+        raise ValueError(f"{path} was written for another model configuration than the checkpoint")
+    return other.model.state_dict()
+
+
 def run(args: argparse.Namespace) -> int:
     """Load, convert and write the checkpoint; returns the exit code."""
     try:
@@ -83,14 +108,21 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"uar export: {exc}", file=sys.stderr)
         return 2
-    if args.weights_from is not None:
-        try:
+    if args.weights_from is not None and args.average:
+        print("uar export: --weights-from and --average exclude each other", file=sys.stderr)
+        return 2
+    new_weights = args.weights_from is not None or bool(args.average)
+    try:
+        if args.weights_from is not None:
             ckpt.model.load_state_dict(load_resume_weights(args.weights_from, ckpt.cfg.to_dict()))
-        except (FileNotFoundError, ValueError) as exc:
-            print(f"uar export: {exc}", file=sys.stderr)
-            return 2
+        elif args.average:
+            states = [load_run_weights(p, ckpt.cfg.to_dict()) for p in args.average]
+            ckpt.model.load_state_dict(average_weights(states))
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"uar export: {exc}", file=sys.stderr)
+        return 2
     input_check = ckpt.input_check
-    if args.weights_from is not None and input_check is not None:
+    if new_weights and input_check is not None:
         input_check = None
         if args.calibration_data is None:
             print(

@@ -59,6 +59,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--log", choices=("csv", "tensorboard"), help="log format (csv)")
     p.add_argument(
+        "--keep-epochs",
+        action="store_true",
+        help="also write the weights at the end of every epoch (OUT/epochs/), to average the last few"
+        " with `uar export --average`",
+    )
+    p.add_argument(
         "--vocab-threshold", type=int, help="keep words seen >= N times in train (3 IU / 10 MIMIC)"
     )
     p.add_argument(
@@ -170,6 +176,8 @@ def configs_from_args(args: argparse.Namespace) -> tuple[UARConfig, TrainConfig]
         train_changes["two_stage"] = False
     if args.bf16:
         train_changes["bf16"] = True
+    if args.keep_epochs:
+        train_changes["keep_epochs"] = True
     model_cfg = dataclasses.replace(preset(args.preset), **model_changes)
     return model_cfg, dataclasses.replace(TrainConfig(), **train_changes)
 

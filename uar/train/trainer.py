@@ -18,6 +18,8 @@ Run folder (``out_dir``), written by rank 0 only:
 
 - ``best.safetensors``: best model so far (:func:`uar.checkpoint.save_checkpoint`), the product;
 - ``stage1_best.safetensors``: best stage-1 model (two-stage runs);
+- ``epochs/stage<S>-epoch<NN>.safetensors``: the weights at the end of every epoch
+  (``TrainConfig.keep_epochs``), for averaging the last few (``uar export --average``);
 - ``last.pt``: resume state (model, optimizer, scheduler, stage, epoch, step in epoch, best score,
   every rank's Python/NumPy/torch RNG state, the data-order generator state); written after every
   epoch, every ``save_every`` steps and when ``max_steps`` stops a run;
@@ -584,6 +586,9 @@ class _Trainer:
                 f"{row['val_ce_micro_f1']:.4f}" if "val_ce_micro_f1" in row else "-",
                 seconds,
             )
+        if cfg.keep_epochs:
+            done = {"stage": stage, "epoch": prog.epoch + 1, "global_step": prog.global_step}
+            self._save_checkpoint(self.epoch_path(stage, prog.epoch + 1), {**row, **done})
         prog.epoch += 1
         prog.step_in_epoch = 0
         prog.epoch_loss_sums = {}
@@ -648,6 +653,10 @@ class _Trainer:
         if score > prog.best_score:
             prog.best_score, prog.best_stage, prog.best_epoch = score, stage, prog.epoch + 1
             self._save_checkpoint(self.best_path, {**metrics, **extra})
+
+    def epoch_path(self, stage: int, epoch: int) -> Path:
+        """Where ``TrainConfig.keep_epochs`` writes the weights at the end of ``epoch`` (1-based)."""
+        return self.out_dir / "epochs" / f"stage{stage}-epoch{epoch:02d}.safetensors"
 
     def _save_checkpoint(self, path: Path, metrics: dict[str, Any]) -> None:
         if not self.info.is_main:
