@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -88,7 +89,7 @@ def dicom_sets(root: Path) -> tuple[Studies, list[str], Studies, list[str]]:
         for f in sorted(root.glob("*.dcm")):
             folder = Path(tmp) / f.stem
             folder.mkdir()
-            (folder / f.name).symlink_to(f)
+            shutil.copyfile(f, folder / f.name)  # the loader does not follow symbolic links
             for result in load_studies(folder):
                 if isinstance(result, CXRStudy):
                     lateral = result.lateral.pixels if result.lateral is not None else None

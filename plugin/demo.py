@@ -30,6 +30,7 @@ from plugin.node.service import NodeService
 PACS_AE = "DEMOPACS"
 NODE_AE = "UARNODE"
 TIMEOUT_S = 300.0  # the first run starts a worker and loads the model
+DEMO_SEED = 10  # the synthetic case sent: edema, atelectasis and a support device
 
 
 def _free_port() -> int:
@@ -121,10 +122,12 @@ def main(argv: list[str] | None = None) -> int:
                 if time.monotonic() > deadline:
                     raise TimeoutError("storescp did not start")
                 time.sleep(0.1)
+            # a case with findings that the embedded model reads as within its input domain (about 7 %
+            # of synthetic studies sent as 512 px DICOM are not, docs/ood.md; seed 7 was one of them)
             study = write_study(
                 root / "study",
-                sample_case(np.random.default_rng(7)),
-                7,
+                sample_case(np.random.default_rng(DEMO_SEED)),
+                DEMO_SEED,
                 transfer_syntax=ExplicitVRLittleEndian,
             )
             print(f"demo: sending a synthetic two-view study to {NODE_AE}@127.0.0.1:{cfg.port}", flush=True)

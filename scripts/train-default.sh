@@ -3,7 +3,7 @@
 # IU-Xray report sentences, then the default variant, exported in fp16 to
 # uar/default_model/uar-default.safetensors with its metrics on a held-out synthetic test set.
 #
-#   make train-default                       # about 2.5 h on 2 CPU cores (full UAR)
+#   make train-default                       # about 2.5 h on 2 CPU cores (full UAR, 10000 studies)
 #   RUN=/data/runs/default PRESET=uar make train-default
 #
 # Every step is skipped when its output exists, so an interrupted run continues where it stopped
@@ -20,6 +20,7 @@
 #   CODEBOOK [8192]      codes of the semantic tokenizer
 #   EPOCHS1 [4] / EPOCHS2 [10]  stage-1 / stage-2 epochs (the first EPOCHS2_SHORT [2] of stage 2 are
 #                        the ablation table's budget: scripts/train-common.sh)     THREADS [2] CPU threads
+#   AVERAGE [1]          ship the last stage-2 epoch (1) or the mean of the last AVERAGE epochs
 # benchmarks/ablations.sh trains the other rows with the same budget into the same RUN folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."

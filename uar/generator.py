@@ -79,6 +79,10 @@ def withheld_report(verdict: DomainVerdict, model_name: str, model_version: str)
     )
 
 
+# report words that radiologists write in capitals (IU-Xray's reports are lower-cased)
+ABBREVIATIONS: dict[str, str] = {"svc": "SVC", "ij": "IJ", "lv": "LV", "pa": "PA", "picc": "PICC", "ng": "NG"}
+
+
 def readable_findings(text: str) -> str:
     """Decoded text ("the heart is normal , no effusion . lungs are clear .") -> prose: "The heart
     is normal, no effusion. Lungs are clear."
@@ -87,12 +91,13 @@ def readable_findings(text: str) -> str:
     attached to the word before them (a comma that opens or closes a sentence, or follows another,
     is dropped); ``<unk>`` words and a word repeated right after itself are dropped; a one-word
     sentence that names no finding ("Right.", unlike "Cardiomegaly.") is an orphan fragment and is
-    left out.
+    left out. Abbreviations are written in capitals (:data:`ABBREVIATIONS`: "lower SVC").
     """
     sentences: list[str] = []
     for part in re.split(r"\s*\.\s*", text):
         words: list[str] = []
         for w in part.split():
+            w = ABBREVIATIONS.get(w, w)
             if w == UNK or (words and w == words[-1]) or (w == COMMA and not words):
                 continue
             words.append(w)

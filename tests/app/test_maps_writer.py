@@ -136,7 +136,9 @@ def test_the_picture_is_the_radiograph_with_the_maps_in_colour(
     )
     chroma = picture.max(axis=2) - picture.min(axis=2)
     coloured = chroma > 40
-    assert 0.01 < coloured.mean() < 0.8  # the maps are blended in colour, the rest stays grey
+    # the maps are blended in colour, the rest stays grey: the default model's maps are sharp (a few of
+    # its 14 x 14 token cells per sentence, 0.17 % of this picture's pixels), a CNN model's broad
+    assert 0.0005 < coloured.mean() < 0.8
     plain = ~coloured
     # where nothing is blended in, the picture is the radiograph
     assert np.corrcoef(picture.mean(axis=2)[plain], grey[plain])[0, 1] > 0.95

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from uar.checkpoint import load_checkpoint, write_grounding
 from uar.generator import ReportGenerator, default_checkpoint_path
 from uar.grounding import combine, sentence_spans
-from uar.grounding_overlay import render_overlay
+from uar.grounding_overlay import LOW, render_overlay
 from uar.synthetic.render import render
 from uar.synthetic.sampling import sample_case
 
@@ -106,7 +106,11 @@ def test_overlay_is_colour_with_a_legend(gen: ReportGenerator, study: tuple) -> 
     assert picture.shape[1] == 512 and picture.shape[0] > 512  # upscaled to 512, legend below
     image = picture[:512].astype(int)
     colour = np.abs(image[..., 0] - image[..., 2]) + np.abs(image[..., 1] - image[..., 2])
-    assert (colour > 60).mean() > 0.01  # the maps are blended in colour
+    # the maps are blended in colour (the default model's are sharp: a few token cells per sentence)
+    # and, away from them, the radiograph stays grey
+    assert (colour > 60).mean() > 0.002
+    heat = np.max([m.upsampled(0, (512, 512)) for m in report.maps], axis=0)
+    assert (colour[heat < LOW] > 60).mean() < 0.01
     legend = picture[512:].astype(int)
     assert (legend.sum(axis=2) > 200).mean() > 0.01  # text drawn on the black legend
 

@@ -86,6 +86,9 @@ def test_readable_findings():
     assert readable_findings(text) == "The heart is normal in size. xxxx sternotomy wires. Lungs are clear."
     assert readable_findings("") == ""
     assert readable_findings("no effusion") == "No effusion."
+    assert readable_findings("right ij catheter tip in the lower svc svc . pa and lateral") == (
+        "Right IJ catheter tip in the lower SVC. PA and lateral."
+    )
 
 
 def test_default_model_path_and_missing_default(tmp_path, monkeypatch):
