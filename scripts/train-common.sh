@@ -50,7 +50,9 @@ long_row() {
   local out="$RUN/long/$name" last=()
   [ -f "$out/final.safetensors" ] && return
   if [ "$AVERAGE" -gt 1 ]; then
-    mapfile -t last < <(ls "$out"/epochs/stage2-epoch*.safetensors | tail -n "$AVERAGE")
+    mapfile -t last < <(ls "$out"/epochs/stage2-epoch*.safetensors 2> /dev/null | tail -n "$AVERAGE")
+    [ "${#last[@]}" -eq "$AVERAGE" ] ||
+      { echo "$out/epochs holds ${#last[@]} stage-2 epochs, fewer than AVERAGE=$AVERAGE" >&2; return 2; }
     "$UAR" export "$out/best.safetensors" "$out/final.safetensors" --average "${last[@]}"
   else
     "$UAR" export "$out/best.safetensors" "$out/final.safetensors" --weights-from "$out/last.pt"
