@@ -239,6 +239,38 @@ def test_mimic_cxr_jpg_dataset(mimic_root: Path, iu_entries: list[dict]) -> None
     assert [r.id for r in partial.records] == ["d1", "d3"]
 
 
+def test_an_interrupted_token_cache_fill_resumes(
+    r2gen_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache file is written every ``save_every`` images: a fill stopped part way (here the
+    tokenizer fails on the third batch) keeps what it computed, and the next fill does only the rest."""
+    torch.manual_seed(0)
+    vt = VisualTokenizer(VQConfig(codebook_size=64, hidden=16, code_dim=16, n_res_blocks=1))
+    tok = tokenizer_for(r2gen_root)
+    cache_file = tmp_path / "tokens.safetensors"
+    ds = R2GenDataset(r2gen_root, "train", tok, n_views=2, image_size=112, train=False,
+                      token_cache=VisualTokenCache(vt, cache_file, n_crops=1))  # fmt: skip
+    real_fill = VisualTokenCache.fill_many
+    calls = 0
+
+    def failing_fill(self: VisualTokenCache, items: list) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise KeyboardInterrupt
+        real_fill(self, items)
+
+    monkeypatch.setattr(VisualTokenCache, "fill_many", failing_fill)
+    with pytest.raises(KeyboardInterrupt):
+        ds.precompute_tokens(batch_size=2, save_every=4)
+    monkeypatch.setattr(VisualTokenCache, "fill_many", real_fill)
+    assert len(VisualTokenCache(vt, cache_file, n_crops=1)) == 4 * 2  # 4 images saved, 2 crops each
+    again = R2GenDataset(r2gen_root, "train", tok, n_views=2, image_size=112, train=False,
+                         token_cache=VisualTokenCache(vt, cache_file, n_crops=1))  # fmt: skip
+    assert again.precompute_tokens(batch_size=2, save_every=4) == 12 - 4
+    assert len(VisualTokenCache(vt, cache_file, n_crops=1)) == 12 * 2
+
+
 def test_visual_token_cache_without_crops(r2gen_root: Path) -> None:
     """n_crops=0 (training without augmentation): only the full view of each image is tokenised."""
     torch.manual_seed(0)
