@@ -69,3 +69,9 @@ def test_export_average_refuses_weights_of_another_model(
     assert not out.exists()
     assert main(["export", str(ours), str(out), "--average", str(ours), "--weights-from", "x.pt"]) == 2
     assert "exclude each other" in capsys.readouterr().err
+    garbage = tmp_path / "epoch.pt"
+    garbage.write_bytes(b"\x80\x04not a pickle" * 10)
+    assert main(["export", str(ours), str(out), "--average", str(ours), str(garbage)]) == 2
+    err = capsys.readouterr().err
+    assert "not a training resume file" in err and "not a pickle" not in err
+    assert not out.exists()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import sys
 from pathlib import Path
 
@@ -82,7 +83,12 @@ def load_resume_weights(path: Path, ckpt_config: dict[str, object]) -> dict[str,
     """The model state dict stored in a training resume file, checked against the checkpoint's config."""
     from uar.train.trainer import RESUME_FORMAT
 
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise ValueError(f"{path} is not a training resume file (last.pt): {type(exc).__name__}") from None
     if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
         raise ValueError(f"{path} is not a training resume file (last.pt)")
     if state["model_config"] != ckpt_config:
