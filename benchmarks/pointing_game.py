@@ -4,10 +4,11 @@ time the maps add to a study.
 For each study of ``--split`` of a synthetic set (``uar data synthetic``: its case parameters are
 re-drawn from the study id, ``syn<seed>_<index>``, and checked against the stored labels) the model
 writes its report (beam ``--beam``); the decoder's cross-attention over the report is read once and
-combined by every rule of :mod:`uar.grounding`; each sentence that names a localised finding the case
-has is a trial (:mod:`uar.eval.pointing`). Prints hit rates per finding and overall for each rule,
-the centre-point and random-point baselines, and the mean time of ``generate`` per study with maps
-off and on (interleaved, one thread). ``--picture`` writes the frontal overlay of one study.
+combined by every rule of :mod:`uar.grounding`, each map spread by the checkpoint's smoothing (or
+``--smoothing``); each sentence that names a localised finding the case has is a trial
+(:mod:`uar.eval.pointing`). Prints hit rates per finding and overall for each rule, the centre-point
+and random-point baselines, and the mean time of ``generate`` per study with maps off and on
+(interleaved, one thread). ``--picture`` writes the frontal overlay of one study.
 
 Usage::
 
@@ -42,6 +43,12 @@ def main() -> None:
     ap.add_argument("--speed-studies", type=int, default=20, help="studies timed with maps off and on")
     ap.add_argument("--picture", type=Path, default=None, help="write one study's frontal overlay here")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument(
+        "--smoothing",
+        type=float,
+        default=None,
+        help="Gaussian width of the maps, fraction of the view's side (default: the checkpoint's)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     gen = ReportGenerator.load(args.checkpoint)
@@ -49,18 +56,21 @@ def main() -> None:
         gen, args.data, args.split, max_studies=args.max_studies, beam_size=args.beam, batch=args.batch
     )
     heads = gen.grounding_heads
+    smoothing = args.smoothing if args.smoothing is not None else gen.grounding_smoothing
     results: dict = {"studies": len(looked), "checkpoint": str(args.checkpoint or "embedded"), "rules": {}}
     results["heads"] = [list(h) for h in heads]
+    results["smoothing"] = smoothing
     for rule in RULES:
         if rule == "heads" and not heads:
             continue
-        s = play(looked, rule, heads)
+        s = play(looked, rule, heads, smoothing)
         per = {o: s.per_observation[o].rates() for o in sorted(s.per_observation)}
         results["rules"][rule] = {"overall": s.rates(), "per_observation": per}
     if args.picture:
         rule = "heads" if heads else "mean"
-        example = next(item for item in looked if trials(item.maps(rule, heads), item.regions))
-        picture = render_overlay(example.frontal, example.maps(rule, heads), 0, view_name="frontal")
+        example = next(item for item in looked if trials(item.maps(rule, heads, smoothing), item.regions))
+        maps = example.maps(rule, heads, smoothing)
+        picture = render_overlay(example.frontal, maps, 0, view_name="frontal")
         args.picture.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(picture).save(args.picture, optimize=True)
         results["picture_study"] = example.study_id
@@ -77,7 +87,10 @@ def main() -> None:
             timed[maps] += time.perf_counter() - t0
     off, on = timed[False] / max(n_speed, 1), timed[True] / max(n_speed, 1)
     results["speed"] = {"studies": n_speed, "off_s": off, "on_s": on, "added": on / off - 1 if off else 0.0}
-    print(f"{results['studies']} reports; grounding heads of the checkpoint: {results['heads'] or 'none'}")
+    print(
+        f"{results['studies']} reports; grounding heads of the checkpoint: {results['heads'] or 'none'};"
+        f" map smoothing {smoothing:.3f} of the view's side"
+    )
     for rule, r in results["rules"].items():
         o = r["overall"]
         rates = f"map {o['map']:.3f}  centre {o['centre']:.3f}  random {o['random']:.3f}"

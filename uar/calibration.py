@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from uar.checkpoint import INPUT_CHECK_KEY, read_metadata, write_grounding, write_input_check
 from uar.data.r2gen import VisualTokenCache, fingerprint, image_key
-from uar.eval.pointing import look, play, select_heads
+from uar.eval.pointing import look, play, select_grounding
 from uar.generator import ReportGenerator
 from uar.ood import (
     DEFAULT_PERCENTILE,
@@ -112,17 +112,18 @@ def choose_grounding_heads(
     split: str = "val",
     max_studies: int | None = 300,
 ) -> tuple[Path, dict[str, Any]]:
-    """Choose the grounding heads of ``checkpoint`` on ``split`` of the synthetic set ``data`` (the
-    pointing game, :func:`uar.eval.pointing.select_heads`) and store them, in ``out`` or in place.
-    Returns (written file, the stored grounding metadata)."""
+    """Choose the grounding heads and map smoothing of ``checkpoint`` on ``split`` of the synthetic
+    set ``data`` (the pointing game, :func:`uar.eval.pointing.select_grounding`) and store them, in
+    ``out`` or in place. Returns (written file, the stored grounding metadata)."""
     generator = ReportGenerator.load(checkpoint)
     looked = look(generator, data, split, max_studies=max_studies)
-    heads, rate = select_heads(looked)
+    heads, smoothing, rate = select_grounding(looked)
     info: dict[str, Any] = {
         "heads": [list(h) for h in heads],
+        "smoothing": smoothing,
         "val_hit_rate": rate,
-        "val_hit_rate_all_heads": play(looked, "mean").rates()["map"],
-        "val_trials": play(looked, "heads", heads).n,
+        "val_hit_rate_all_heads": play(looked, "mean", None, smoothing).rates()["map"],
+        "val_trials": play(looked, "heads", heads, smoothing).n,
         "val_studies": len(looked),
         "data": Path(data).name,
         "split": split,

@@ -37,6 +37,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from uar.config import TrainConfig, UARConfig
+from uar.grounding import DEFAULT_SMOOTHING
 from uar.model import UAR
 from uar.ood import TENSOR_PREFIX as INPUT_CHECK_PREFIX
 from uar.ood import InputCheck
@@ -57,7 +58,7 @@ METADATA_KEYS = (
     "metrics",
 )
 INPUT_CHECK_KEY = "input_check"  # optional metadata key (older checkpoints lack it)
-GROUNDING_KEY = "grounding"  # optional: the decoder heads grounding maps use (uar.grounding)
+GROUNDING_KEY = "grounding"  # optional: the decoder heads and smoothing grounding maps use (uar.grounding)
 
 
 @dataclass
@@ -70,7 +71,7 @@ class Checkpoint:
     visual_tokenizer: AnyVisualTokenizer | None
     meta: dict[str, Any]  # model_name, model_version, train_config, metrics, format_version
     input_check: InputCheck | None = None  # None: the model has no input-domain check
-    grounding: dict[str, Any] | None = None  # "heads": [[layer, head], ...] and how they were chosen
+    grounding: dict[str, Any] | None = None  # "heads", "smoothing" and how they were chosen
 
 
 def _tensors(module: torch.nn.Module, prefix: str, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
@@ -206,9 +207,9 @@ def write_input_check(path: str | Path, check: InputCheck | None, out: str | Pat
 
 
 def write_grounding(path: str | Path, grounding: dict[str, Any], out: str | Path | None = None) -> Path:
-    """Store the grounding heads (``{"heads": [[layer, head], ...], ...}``) in the checkpoint ``path``;
-    every tensor and other metadata entry is copied byte for byte; the result goes to ``out``
-    (default: ``path``, replaced atomically)."""
+    """Store the grounding heads and smoothing (``{"heads": [[layer, head], ...], "smoothing": s, ...}``)
+    in the checkpoint ``path``; every tensor and other metadata entry is copied byte for byte; the
+    result goes to ``out`` (default: ``path``, replaced atomically)."""
     metadata = dict(read_metadata(path))
     cfg = UARConfig.from_dict(json.loads(metadata["uar_config"]))
     _check_heads(grounding, cfg)
@@ -226,6 +227,9 @@ def _check_heads(grounding: dict[str, Any], cfg: UARConfig) -> None:
             raise ValueError(
                 f"grounding head {pair!r} is not in the model's {cfg.n_dec_layers} x {cfg.n_heads}"
             )
+    smoothing = grounding.get("smoothing", DEFAULT_SMOOTHING)
+    if isinstance(smoothing, bool) or not isinstance(smoothing, int | float) or not 0 < smoothing <= 0.5:
+        raise ValueError(f"grounding smoothing must be in (0, 0.5] of the view's side, got {smoothing!r}")
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

@@ -30,7 +30,7 @@ from uar.config import UARConfig
 from uar.data.images import to_tensor
 from uar.decoding import beam_search, greedy
 from uar.eval.labeler import OBSERVATIONS, label_report, label_sentence
-from uar.grounding import DEFAULT_RULE, Head, Rule, SentenceMap, combine, sentence_spans
+from uar.grounding import DEFAULT_RULE, DEFAULT_SMOOTHING, Head, Rule, SentenceMap, combine, sentence_spans
 from uar.modules.attention import int8_decoding
 from uar.ood import DomainVerdict, pool_views
 from uar.report import impression_from_labels
@@ -161,6 +161,13 @@ class ReportGenerator:
         """The (layer, head) pairs the checkpoint's grounding maps average (empty: all heads)."""
         g = self.checkpoint.grounding
         return [(int(a), int(b)) for a, b in g["heads"]] if g else []
+
+    @property
+    def grounding_smoothing(self) -> float:
+        """Gaussian standard deviation of the grounding maps' cells, a fraction of the view's side
+        (chosen with the heads; :data:`uar.grounding.DEFAULT_SMOOTHING` when the checkpoint has none)."""
+        g = self.checkpoint.grounding
+        return float(g.get("smoothing", DEFAULT_SMOOTHING)) if g else DEFAULT_SMOOTHING
 
     @property
     def config(self) -> UARConfig:
@@ -332,5 +339,5 @@ class ReportGenerator:
         for (s, e), grid in zip(spans, grids, strict=True):
             sentence = readable_findings(self.text_tokenizer.decode(ids[s:e]))
             if sentence:
-                out.append(SentenceMap(sentence=sentence, span=(s, e), grids=grid))
+                out.append(SentenceMap(sentence, (s, e), grid, self.grounding_smoothing))
         return out

@@ -17,9 +17,13 @@ combines the rows of its words by a rule:
 
 A checkpoint with chosen heads uses ``heads``; one without uses :data:`DEFAULT_RULE` (benchmarks/
 pointing_game.py compares the rules on held-out studies, docs/benchmarks.md). Maps are kept at grid
-resolution (a few hundred floats per sentence) and upsampled to the view's pixels on demand; the
-model resizes each view straight to a square (:func:`uar.data.images.resize`), so a plain bilinear
-stretch maps a grid back onto the image.
+resolution (a few hundred floats per sentence). Shown on a view, each cell's attention is spread by a
+Gaussian of standard deviation ``smoothing`` (a fraction of the view's side; :meth:`SentenceMap.field`):
+a smooth map whose maximum can fall between cell centres, where two or more neighbouring cells share
+the sentence's attention. The width is chosen with the heads on a model's validation studies
+(:func:`uar.eval.pointing.select_grounding`, stored in the checkpoint); :data:`DEFAULT_SMOOTHING`
+otherwise. The model resizes each view straight to a square (:func:`uar.data.images.resize`), so
+image fractions map a grid back onto the image.
 """
 
 from __future__ import annotations
@@ -27,17 +31,22 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 Rule = Literal["mean", "last", "contrast", "heads"]
 RULES: tuple[Rule, ...] = ("mean", "last", "contrast", "heads")
 DEFAULT_RULE: Rule = "mean"
 Head = tuple[int, int]  # (decoder layer, attention head), both 0-based
+# Gaussian standard deviation of a map's cells, as a fraction of the view's side: 2 cells of LSU's
+# 14 x 14 grid, the best width on the 0.3.0 model's validation studies (docs/benchmarks.md)
+DEFAULT_SMOOTHING = 1 / 7
+SMOOTHING_CHOICES: tuple[float, ...] = (1 / 28, 1 / 14, 3 / 28, 1 / 7, 5 / 28, 3 / 14)  # 0.5 .. 3 cells of 14
+PEAK_SIZE = 256  # pixels per side of the lattice a map's maximum is looked for on when no view size is given
 
 
 @dataclass(frozen=True)
@@ -47,58 +56,62 @@ class SentenceMap:
     sentence: str  # the readable sentence, as it appears in the report's findings
     span: tuple[int, int]  # [start, stop) positions of its words in the report's token ids
     grids: np.ndarray  # (V, g, g) float32 >= 0, summing to 1 over all views
+    smoothing: float = DEFAULT_SMOOTHING  # Gaussian standard deviation, fraction of the view's side
 
     def share(self, view: int) -> float:
         """Fraction of the sentence's attention on ``view`` (0 = frontal, 1 = lateral)."""
         return float(self.grids[view].sum())
 
-    def peak(self, view: int) -> tuple[float, float]:
-        """The map's maximum on ``view`` as (column, row) in [0, 1] image fractions.
-
-        The highest cell, refined along each axis by the vertex of the parabola through it and its
-        two neighbours (:func:`sub_cell_offset`): two equally weighted neighbouring cells put the
-        maximum on their common edge, in the middle of the plateau the upsampled map shows, instead
-        of on one cell's centre. A 14 x 14 grid has no cell centre on the image's midline, so
-        without this no map could point at a midline structure narrower than half a cell.
-        """
+    def field(self, view: int, shape: tuple[int, int]) -> np.ndarray:
+        """The map of ``view`` at the pixel centres of an image of ``shape`` = (rows, columns):
+        sum over cells of the cell's attention times a Gaussian of standard deviation ``smoothing``
+        (in each axis a fraction of that axis's length) around the cell's centre. float64 >= 0."""
         grid = self.grids[view].astype(np.float64)
-        rows, cols = grid.shape
-        row, col = (int(i) for i in np.unravel_index(int(np.argmax(grid)), grid.shape))
-        x = (col + 0.5 + sub_cell_offset(grid[row], col)) / cols
-        y = (row + 0.5 + sub_cell_offset(grid[:, col], row)) / rows
-        return float(x), float(y)
+        rows = _kernel(shape[0], grid.shape[0], self.smoothing)  # (H, g)
+        cols = _kernel(shape[1], grid.shape[1], self.smoothing)  # (W, g)
+        return rows @ grid @ cols.T  # (H, W)
+
+    def peak(self, view: int, shape: tuple[int, int] = (PEAK_SIZE, PEAK_SIZE)) -> tuple[float, float]:
+        """The maximum of the map of ``view`` as (column, row) in [0, 1] image fractions: the centre
+        of the highest pixel of :meth:`field` on an image of ``shape`` (rows, columns)."""
+        f = self.field(view, shape)
+        row, col = np.unravel_index(int(np.argmax(f)), f.shape)
+        return float((col + 0.5) / shape[1]), float((row + 0.5) / shape[0])
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form: sentence, span, per view its share and peak, and the grids (5 decimals)."""
+        """Plain-JSON form: sentence, span, smoothing, per view its share and peak, the grids (5 decimals)."""
         views = range(self.grids.shape[0])
         return {
             "sentence": self.sentence,
             "span": list(self.span),
+            "smoothing": self.smoothing,
             "share": [round(self.share(v), 5) for v in views],
             "peak": [list(self.peak(v)) for v in views],
             "grids": np.round(self.grids.astype(np.float64), 5).tolist(),
         }
 
     def upsampled(self, view: int, shape: tuple[int, int]) -> np.ndarray:
-        """The map of ``view`` stretched bilinearly to ``shape`` = (rows, columns) of the image,
-        float32 in [0, 1], 1 at the sentence's maximum over all views."""
-        top = float(self.grids.max())
-        grid = torch.from_numpy(self.grids[view] / top if top > 0 else self.grids[view])[None, None]
-        up = F.interpolate(grid.float(), size=shape, mode="bilinear", align_corners=False)
-        return up[0, 0].clamp_(0.0, 1.0).numpy()
+        """:meth:`field` of ``view`` on ``shape`` = (rows, columns), float32 in [0, 1], scaled so that
+        the sentence's maximum over all views is 1."""
+        fields = [self.field(v, shape) for v in range(self.grids.shape[0])]
+        top = max(float(f.max()) for f in fields)
+        out = fields[view] / top if top > 0 else fields[view]
+        return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
-def sub_cell_offset(line: np.ndarray, i: int) -> float:
-    """Offset in cells, within [-0.5, 0.5], of the vertex of the parabola through ``line[i - 1]``,
-    ``line[i]`` and ``line[i + 1]`` (``line[i]`` a maximum); 0 at either end of the line or when the
-    three values are equal."""
-    if i == 0 or i == len(line) - 1:
-        return 0.0
-    left, centre, right = float(line[i - 1]), float(line[i]), float(line[i + 1])
-    curvature = left - 2 * centre + right  # <= 0 at a maximum
-    if curvature >= 0:
-        return 0.0
-    return float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5))
+@lru_cache(maxsize=64)
+def _kernel(pixels: int, cells: int, sigma: float) -> np.ndarray:
+    """(pixels, cells) Gaussian weights of each cell's centre at each pixel centre along one axis,
+    positions and ``sigma`` in fractions of the axis (read-only)."""
+    if pixels < 1 or cells < 1:
+        raise ValueError(f"need at least one pixel and one cell, got {pixels} and {cells}")
+    if not 0 < sigma <= 1:
+        raise ValueError(f"smoothing must be in (0, 1] of the view's side, got {sigma}")
+    at = (np.arange(pixels) + 0.5) / pixels
+    centres = (np.arange(cells) + 0.5) / cells
+    k = np.exp(-0.5 * ((at[:, None] - centres[None, :]) / sigma) ** 2)
+    k.setflags(write=False)
+    return k
 
 
 def sentence_spans(token_ids: Sequence[int], period_id: int) -> list[tuple[int, int]]:

@@ -27,7 +27,7 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (240, 50, 230),
 )
 CAPTION = "AI attention map, not for diagnosis: where the model looked while writing each sentence."
-LOW = 0.4  # map values below this (of the sentence's maximum) are not coloured
+LOW = 0.6  # map values below this (of the sentence's maximum) are not coloured: the smoothed maps are wide
 ALPHA = 0.55  # opacity of a map at its maximum
 
 
@@ -70,7 +70,7 @@ def render_overlay(
     mark = max(12, size[0] // 40)
     label_font = _font(mark)
     for k, m in enumerate(maps):
-        x, y = m.peak(view)
+        x, y = m.peak(view, (size[1], size[0]))  # the brightest pixel of the map drawn
         cx, cy = x * size[0], y * size[1]
         r = mark * 0.8
         draw.ellipse(

@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from uar.checkpoint import load_checkpoint, write_grounding
 from uar.generator import ReportGenerator, default_checkpoint_path
-from uar.grounding import combine, sentence_spans
+from uar.grounding import DEFAULT_SMOOTHING, combine, sentence_spans
 from uar.grounding_overlay import LOW, render_overlay
 from uar.synthetic.render import render
 from uar.synthetic.sampling import sample_case
@@ -86,7 +86,7 @@ def test_grounding_heads_are_stored_and_used(gen: ReportGenerator, study: tuple,
     ck = load_checkpoint(out)
     assert ck.grounding == {"heads": [[1, 2]], "note": "test"}
     with_heads = ReportGenerator(ck)
-    assert with_heads.grounding_heads == [(1, 2)]
+    assert with_heads.grounding_heads == [(1, 2)] and with_heads.grounding_smoothing == DEFAULT_SMOOTHING
     a = with_heads.generate(*study, maps=True)
     assert a.findings == gen.generate(*study).findings  # same weights, same words
     visual = gen.visual_input([study])
@@ -94,9 +94,19 @@ def test_grounding_heads_are_stored_and_used(gen: ReportGenerator, study: tuple,
     spans = sentence_spans(a.token_ids, gen.text_tokenizer.word_id("."))
     expected = combine(attention, spans, gen.config.n_views, "heads", [(1, 2)])
     np.testing.assert_allclose(a.maps[0].grids, expected[0], atol=1e-6)
+    assert all(m.smoothing == DEFAULT_SMOOTHING for m in a.maps)
+    wide = write_grounding(out, {"heads": [[1, 2]], "smoothing": 0.2}, tmp_path / "wide.safetensors")
+    b = ReportGenerator.load(wide).generate(*study, maps=True)
+    assert [m.smoothing for m in b.maps] == [0.2] * len(b.maps) and b.maps[0].to_dict()["smoothing"] == 0.2
+    np.testing.assert_allclose(b.maps[0].grids, a.maps[0].grids)  # the same attention, spread wider
     for bad in ({"heads": [[9, 0]]}, {"heads": []}, {"heads": "all"}):
         with pytest.raises(ValueError, match="grounding (head|metadata needs)"):
             write_grounding(default_checkpoint_path(), bad, tmp_path / "bad.safetensors")
+    for smoothing in (0, -0.1, 0.9, float("nan"), "wide", True):
+        with pytest.raises(ValueError, match="grounding smoothing"):
+            write_grounding(
+                default_checkpoint_path(), {"heads": [[1, 2]], "smoothing": smoothing}, tmp_path / "bad.st"
+            )
 
 
 def test_overlay_is_colour_with_a_legend(gen: ReportGenerator, study: tuple) -> None:
@@ -106,7 +116,7 @@ def test_overlay_is_colour_with_a_legend(gen: ReportGenerator, study: tuple) -> 
     assert picture.shape[1] == 512 and picture.shape[0] > 512  # upscaled to 512, legend below
     image = picture[:512].astype(int)
     colour = np.abs(image[..., 0] - image[..., 2]) + np.abs(image[..., 1] - image[..., 2])
-    # the maps are blended in colour (the default model's are sharp: a few token cells per sentence)
+    # the maps are blended in colour (the default model's smoothed maps: a few per cent of the picture)
     # and, away from them, the radiograph stays grey
     assert (colour > 60).mean() > 0.002
     heat = np.max([m.upsampled(0, (512, 512)) for m in report.maps], axis=0)
@@ -138,7 +148,9 @@ def test_checkpoint_with_hostile_grounding_metadata_is_refused(tmp_path: Path) -
     with safe_open(str(default_checkpoint_path()), framework="pt") as f:
         metadata = dict(f.metadata())
     tensors = load_file(str(default_checkpoint_path()))
-    for i, bad in enumerate(('{"heads": [[0, 99]]}', "[1, 2]", "not json {", '{"heads": [["0", 1]]}')):
+    hostile = ('{"heads": [[0, 99]]}', "[1, 2]", "not json {", '{"heads": [["0", 1]]}')
+    hostile += ('{"heads": [[0, 1]], "smoothing": 1e308}', '{"heads": [[0, 1]], "smoothing": null}')
+    for i, bad in enumerate(hostile):
         path = tmp_path / f"bad{i}.safetensors"
         save_file(tensors, str(path), metadata={**metadata, "grounding": bad})
         with pytest.raises(ValueError, match="bad grounding metadata"):

@@ -15,8 +15,8 @@ import pytest
 from tests.conftest import REPO
 from uar.checkpoint import load_checkpoint
 from uar.eval.pointing import case_of, score, trials
-from uar.generator import default_checkpoint_path
-from uar.grounding import SentenceMap
+from uar.generator import ReportGenerator, default_checkpoint_path
+from uar.grounding import PEAK_SIZE, SMOOTHING_CHOICES, SentenceMap
 from uar.synthetic.dataset import write_dataset
 from uar.synthetic.regions import finding_regions
 from uar.synthetic.sampling import sample_case
@@ -57,23 +57,33 @@ def test_a_map_pointing_into_the_drawn_box_is_a_hit() -> None:
     assert s.rates()["map"] == 0.5 and s.per_observation["Pleural Effusion"].n == 2
 
 
-def test_the_peak_is_refined_between_cells_so_a_midline_tube_can_be_hit() -> None:
+def test_the_smoothed_map_peaks_between_cells_so_a_midline_tube_can_be_hit() -> None:
     g = 14  # the semantic tokens' grid: no cell centre lies on the image's vertical midline
+    px = 1 / PEAK_SIZE  # the peak is a pixel centre of a PEAK_SIZE lattice
     grids = np.zeros((2, g, g), dtype=np.float32)
     grids[0, 2, 6] = grids[0, 2, 7] = 0.4  # two equal cells either side of the midline
     grids[0, 2, 5] = grids[0, 2, 8] = grids[0, 1, 6] = grids[0, 3, 6] = 0.05
     x, y = SentenceMap("An endotracheal tube is present.", (0, 5), grids).peak(0)
-    assert x == pytest.approx(0.5) and y == pytest.approx(2.5 / g)
+    assert x == pytest.approx(0.5, abs=px) and y == pytest.approx(2.5 / g, abs=2 * px)
     sharp = np.zeros_like(grids)
     sharp[0, 4, 9] = 1.0  # one cell: its centre
-    assert SentenceMap("x", (0, 1), sharp).peak(0) == pytest.approx((9.5 / g, 4.5 / g))
+    assert SentenceMap("x", (0, 1), sharp).peak(0) == pytest.approx((9.5 / g, 4.5 / g), abs=px)
     lopsided = sharp.copy()
-    lopsided[0, 4, 10] = 0.5  # the right neighbour pulls the vertex right, within the cell
+    lopsided[0, 4, 10] = 0.5  # the right neighbour pulls the maximum right, not past the midpoint
     x, _ = SentenceMap("x", (0, 1), lopsided).peak(0)
     assert 9.5 / g < x < 10 / g
     edge = np.zeros_like(grids)
     edge[0, 0, 0] = 1.0
-    assert SentenceMap("x", (0, 1), edge).peak(0) == pytest.approx((0.5 / g, 0.5 / g))
+    assert SentenceMap("x", (0, 1), edge).peak(0) == pytest.approx((0.5 / g, 0.5 / g), abs=px)
+    # the map shown is the same field: its brightest pixel is the peak, and a wider smoothing spreads it
+    narrow, wide = (SentenceMap("x", (0, 1), lopsided, s) for s in (1 / 28, 3 / 14))
+    for m in (narrow, wide):
+        up = m.upsampled(0, (PEAK_SIZE, PEAK_SIZE))
+        row, col = np.unravel_index(int(np.argmax(up)), up.shape)
+        assert ((col + 0.5) * px, (row + 0.5) * px) == pytest.approx(m.peak(0)) and up.max() == 1.0
+    assert (narrow.upsampled(0, (64, 64)) > 0.5).sum() < (wide.upsampled(0, (64, 64)) > 0.5).sum()
+    with pytest.raises(ValueError, match="smoothing"):
+        SentenceMap("x", (0, 1), sharp, 0.0).peak(0)
     # an endotracheal tube drawn between two cell centres (box narrower than a 16 px cell): a map on
     # either cell alone misses it, a map shared by both points at their common edge, inside the tube
     size, cell = 224, 224 // g
@@ -119,7 +129,8 @@ def test_calibrate_grounding_and_the_benchmark_on_real_studies(tmp_path: Path) -
     assert "grounding heads" in proc.stdout
     grounding = load_checkpoint(ckpt).grounding
     assert grounding is not None and grounding["val_studies"] == 12 and grounding["split"] == "val"
-    assert 1 <= len(grounding["heads"]) <= 4
+    assert 1 <= len(grounding["heads"]) <= 4 and grounding["smoothing"] in SMOOTHING_CHOICES
+    assert ReportGenerator.load(ckpt).grounding_smoothing == grounding["smoothing"]
     out = tmp_path / "pg.json"
     bench = [
         sys.executable,
@@ -135,4 +146,5 @@ def test_calibrate_grounding_and_the_benchmark_on_real_studies(tmp_path: Path) -
     assert set(results["rules"]) == {"mean", "last", "contrast", "heads"}
     heads = results["rules"]["heads"]["overall"]
     assert heads["n"] > 0 and heads["map"] == pytest.approx(grounding["val_hit_rate"])
+    assert results["smoothing"] == grounding["smoothing"]
     assert "rule heads" in proc.stdout and "maps off" in proc.stdout

@@ -11,9 +11,10 @@ reference statistics come from its ``train`` split, the threshold from its ``val
 tensor and metadata entry of the checkpoint is copied unchanged (same weights, same reports).
 See docs/ood.md.
 
-``--grounding SYN`` chooses the decoder heads of the grounding maps (docs/grounding.md) on the ``val``
-split of a synthetic set (``uar data synthetic``: the renderer knows where each finding is drawn):
-the heads whose maps point at the findings the reports name (:func:`uar.eval.pointing.select_heads`).
+``--grounding SYN`` chooses the decoder heads and the smoothing of the grounding maps
+(docs/grounding.md) on the ``val`` split of a synthetic set (``uar data synthetic``: the renderer
+knows where each finding is drawn): the heads and width whose maps point at the findings the reports
+name (:func:`uar.eval.pointing.select_grounding`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", type=Path, help="checkpoint (.safetensors) to calibrate")
     p.add_argument("--data", type=Path, help="R2Gen dataset folder (train + val splits): input-domain check")
     p.add_argument(
-        "--grounding", type=Path, help="synthetic set folder: choose the grounding heads on its val split"
+        "--grounding",
+        type=Path,
+        help="synthetic set: choose the grounding heads and map smoothing on its val split",
     )
     p.add_argument("--grounding-studies", type=int, default=300, help="val studies for --grounding")
     p.add_argument("--out", type=Path, help="write the calibrated checkpoint here (default: in place)")
@@ -81,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
             path, args.grounding, args.out if args.data is None else None, max_studies=args.grounding_studies
         )
         print(
-            f"grounding heads {info['heads']}: pointing-game hit rate {info['val_hit_rate']:.3f} on"
+            f"grounding heads {info['heads']}, smoothing {info['smoothing']:.3f} of the view's side:"
+            f" pointing-game hit rate {info['val_hit_rate']:.3f} on"
             f" {info['val_trials']} validation trials (all heads {info['val_hit_rate_all_heads']:.3f})"
         )
     print(f"{path} ({Path(path).stat().st_size / 2**20:.1f} MiB)")

@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,15 @@ from tqdm import tqdm
 from uar.data.images import load_image
 from uar.eval.labeler import label_sentence
 from uar.generator import ReportGenerator, readable_findings
-from uar.grounding import Head, Rule, SentenceMap, combine, sentence_spans
+from uar.grounding import (
+    DEFAULT_SMOOTHING,
+    SMOOTHING_CHOICES,
+    Head,
+    Rule,
+    SentenceMap,
+    combine,
+    sentence_spans,
+)
 from uar.synthetic.case import Case, Region
 from uar.synthetic.regions import finding_regions
 from uar.synthetic.sampling import sample_case
@@ -69,21 +78,28 @@ def _coverage(boxes: Sequence[tuple[int, int, int, int]], size: int) -> float:
     return float(mask.mean())
 
 
+@lru_cache(maxsize=4096)
+def named_findings(sentence: str) -> tuple[str, ...]:
+    """The localised findings a sentence names as present (the labeler; generated sentences repeat,
+    so results are cached)."""
+    return tuple(o for o, v in label_sentence(sentence).items() if v == 1 and o in LOCALISED)
+
+
 def trials(maps: Iterable[SentenceMap], regions: Sequence[Region], view: int = 0) -> list[Trial]:
     """The trials of one report: its sentence maps against the case's regions on ``view``.
 
     Pixel coordinates follow :class:`Region`: (column, row), origin at the top-left pixel's centre;
-    a map's peak (image fractions) is placed at ``fraction * size - 0.5``.
+    a map's peak is its highest pixel on a ``size`` x ``size`` view (image fractions, placed at
+    ``fraction * size - 0.5``).
     """
     out: list[Trial] = []
     for m in maps:
-        named = [o for o, v in label_sentence(m.sentence).items() if v == 1 and o in LOCALISED]
-        for observation in named:
+        for observation in named_findings(m.sentence):
             boxes = [r.box for r in regions if r.observation == observation]
             if not boxes:
                 continue  # the sentence names a finding the case does not have: not a trial
             size = regions[0].image_size
-            fx, fy = m.peak(view)
+            fx, fy = m.peak(view, (size, size))
             col, row = fx * size - 0.5, fy * size - 0.5
             centre = (size - 1) / 2
             out.append(
@@ -153,11 +169,15 @@ class Looked:
     regions: tuple[Region, ...]  # the case's regions on the frontal view
     n_views: int  # views the model reads (the attention's L is n_views grids)
 
-    def maps(self, rule: Rule, heads: Sequence[Head] | None = None) -> list[SentenceMap]:
-        """The sentence maps under ``rule`` (``heads`` for the heads rule)."""
+    def maps(
+        self, rule: Rule, heads: Sequence[Head] | None = None, smoothing: float = DEFAULT_SMOOTHING
+    ) -> list[SentenceMap]:
+        """The sentence maps under ``rule`` (``heads`` for the heads rule), spread by ``smoothing``."""
         grids = combine(self.attention, self.spans, self.n_views, rule, heads)
         return [
-            SentenceMap(t, span, g) for t, span, g in zip(self.sentences, self.spans, grids, strict=True) if t
+            SentenceMap(t, span, g, smoothing)
+            for t, span, g in zip(self.sentences, self.spans, grids, strict=True)
+            if t
         ]
 
 
@@ -195,15 +215,22 @@ def look(
     return out
 
 
-def play(looked: Iterable[Looked], rule: Rule, heads: Sequence[Head] | None = None) -> Score:
-    """The pointing-game :class:`Score` of ``rule`` over generated reports."""
-    return score(t for item in looked for t in trials(item.maps(rule, heads), item.regions))
+def play(
+    looked: Iterable[Looked],
+    rule: Rule,
+    heads: Sequence[Head] | None = None,
+    smoothing: float = DEFAULT_SMOOTHING,
+) -> Score:
+    """The pointing-game :class:`Score` of ``rule`` (maps spread by ``smoothing``) over generated reports."""
+    return score(t for item in looked for t in trials(item.maps(rule, heads, smoothing), item.regions))
 
 
-def select_heads(looked: Sequence[Looked], max_heads: int = 4) -> tuple[list[Head], float]:
+def select_heads(
+    looked: Sequence[Looked], max_heads: int = 4, smoothing: float = DEFAULT_SMOOTHING
+) -> tuple[list[Head], float]:
     """Greedy choice of decoder heads on validation reports: the best single head, then the head
     whose addition raises the overall hit rate most, while it rises (at most ``max_heads``).
-    Returns the heads and their hit rate."""
+    Returns the heads and their hit rate (maps spread by ``smoothing``)."""
     if not looked:
         raise ValueError("no generated reports to choose grounding heads on")
     n_layers, n_heads = looked[0].attention.shape[:2]
@@ -211,7 +238,11 @@ def select_heads(looked: Sequence[Looked], max_heads: int = 4) -> tuple[list[Hea
     chosen: list[Head] = []
     best = -1.0
     while len(chosen) < max_heads:
-        rates = {c: play(looked, "heads", [*chosen, c]).rates()["map"] for c in candidates if c not in chosen}
+        rates = {
+            c: play(looked, "heads", [*chosen, c], smoothing).rates()["map"]
+            for c in candidates
+            if c not in chosen
+        }
         if not rates:
             break
         c, rate = max(rates.items(), key=lambda kv: (kv[1], -kv[0][0], -kv[0][1]))
@@ -220,3 +251,21 @@ def select_heads(looked: Sequence[Looked], max_heads: int = 4) -> tuple[list[Hea
         chosen.append(c)
         best = float(rate)
     return chosen, best
+
+
+def select_grounding(
+    looked: Sequence[Looked], choices: Sequence[float] = SMOOTHING_CHOICES, max_heads: int = 4
+) -> tuple[list[Head], float, float]:
+    """Heads (:func:`select_heads`) and map smoothing chosen together on validation reports: for each
+    smoothing of ``choices`` its greedy heads; the pair with the highest hit rate wins, the narrower
+    smoothing on a tie. Returns (heads, smoothing, hit rate)."""
+    if not choices:
+        raise ValueError("no smoothing widths to choose from")
+    ordered = sorted(choices)
+    heads, rate = select_heads(looked, max_heads, ordered[0])
+    best = (heads, ordered[0], rate)
+    for smoothing in ordered[1:]:
+        heads, rate = select_heads(looked, max_heads, smoothing)
+        if rate > best[2]:
+            best = (heads, smoothing, rate)
+    return best
