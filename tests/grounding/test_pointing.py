@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from tests.conftest import REPO
 from uar.checkpoint import load_checkpoint
-from uar.eval.pointing import case_of, score, trials
+from uar.eval.pointing import Looked, case_of, play, score, select_grounding, trials
 from uar.generator import ReportGenerator, default_checkpoint_path
 from uar.grounding import PEAK_SIZE, SMOOTHING_CHOICES, SentenceMap
 from uar.synthetic.dataset import write_dataset
@@ -107,6 +108,33 @@ def test_the_smoothed_map_peaks_between_cells_so_a_midline_tube_can_be_hit() -> 
             grids[0, row, c] = 1.0 / len(cols)
         [t] = trials([SentenceMap(sentence, (0, 5), grids)], regions)
         assert t.observation == "Support Devices" and t.hit is expect, cols
+
+
+def test_heads_and_smoothing_are_chosen_together_the_narrower_width_on_a_tie() -> None:
+    regions = finding_regions(_effusion_case(), "frontal", size=256)
+    [box, *_] = [r.box for r in regions if r.observation == "Pleural Effusion"]
+    g, words = 14, 6
+    row, col = ((box[1] + box[3]) // 2) * g // 256, ((box[0] + box[2]) // 2) * g // 256
+    attention = torch.zeros(2, 2, words + 1, 2 * g * g)  # (layers, heads, T, L)
+    attention[..., 0] = 1.0  # every head looks at the top-left corner ...
+    attention[1, 0, :, 0] = 0.0
+    attention[1, 0, :, row * g + col] = 1.0  # ... but layer 1 head 0, at the effusion
+    looked = [
+        Looked(
+            "syn0_000000",
+            np.zeros((256, 256)),
+            attention,
+            [(0, 5)],
+            ["There is a pleural effusion."],
+            regions,
+            2,
+        )
+    ]
+    heads, smoothing, rate = select_grounding(looked, choices=(3 / 14, 1 / 7, 1 / 28))
+    assert heads == [(1, 0)] and rate == 1.0 and smoothing == 1 / 28  # every width hits: the narrowest
+    assert play(looked, "heads", [(0, 1)], 1 / 7).rates()["map"] == 0.0
+    with pytest.raises(ValueError, match="no smoothing widths"):
+        select_grounding(looked, choices=())
 
 
 def test_case_of_checks_the_study_id_and_labels() -> None:
