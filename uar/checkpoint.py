@@ -37,7 +37,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from uar.config import TrainConfig, UARConfig
-from uar.grounding import DEFAULT_SMOOTHING
+from uar.grounding import DEFAULT_SMOOTHING, check_smoothing
 from uar.model import UAR
 from uar.ood import TENSOR_PREFIX as INPUT_CHECK_PREFIX
 from uar.ood import InputCheck
@@ -227,9 +227,7 @@ def _check_heads(grounding: dict[str, Any], cfg: UARConfig) -> None:
             raise ValueError(
                 f"grounding head {pair!r} is not in the model's {cfg.n_dec_layers} x {cfg.n_heads}"
             )
-    smoothing = grounding.get("smoothing", DEFAULT_SMOOTHING)
-    if isinstance(smoothing, bool) or not isinstance(smoothing, int | float) or not 0 < smoothing <= 0.5:
-        raise ValueError(f"grounding smoothing must be in (0, 0.5] of the view's side, got {smoothing!r}")
+    check_smoothing(grounding.get("smoothing", DEFAULT_SMOOTHING))
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

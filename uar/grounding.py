@@ -46,6 +46,7 @@ Head = tuple[int, int]  # (decoder layer, attention head), both 0-based
 # 14 x 14 grid, the best width on the 0.3.0 model's validation studies (docs/benchmarks.md)
 DEFAULT_SMOOTHING = 1 / 7
 SMOOTHING_CHOICES: tuple[float, ...] = (1 / 28, 1 / 14, 3 / 28, 1 / 7, 5 / 28, 3 / 14)  # 0.5 .. 3 cells of 14
+MAX_SMOOTHING = 0.5  # wider than half the view and a map no longer points anywhere
 PEAK_SIZE = 256  # pixels per side of the lattice a map's maximum is looked for on when no view size is given
 
 
@@ -99,14 +100,23 @@ class SentenceMap:
         return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
+def check_smoothing(value: object) -> float:
+    """``value`` as a map smoothing (a number in (0, :data:`MAX_SMOOTHING`] of the view's side);
+    raises ``ValueError`` otherwise (also for a bool, NaN or infinity)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_SMOOTHING:
+        raise ValueError(
+            f"grounding smoothing must be in (0, {MAX_SMOOTHING}] of the view's side, got {value!r}"
+        )
+    return float(value)
+
+
 @lru_cache(maxsize=64)
 def _kernel(pixels: int, cells: int, sigma: float) -> np.ndarray:
     """(pixels, cells) Gaussian weights of each cell's centre at each pixel centre along one axis,
     positions and ``sigma`` in fractions of the axis (read-only)."""
     if pixels < 1 or cells < 1:
         raise ValueError(f"need at least one pixel and one cell, got {pixels} and {cells}")
-    if not 0 < sigma <= 1:
-        raise ValueError(f"smoothing must be in (0, 1] of the view's side, got {sigma}")
+    check_smoothing(sigma)
     at = (np.arange(pixels) + 0.5) / pixels
     centres = (np.arange(cells) + 0.5) / cells
     k = np.exp(-0.5 * ((at[:, None] - centres[None, :]) / sigma) ** 2)
