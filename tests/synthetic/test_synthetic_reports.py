@@ -39,6 +39,20 @@ def test_labeler_on_fallback_reports_equals_ground_truth():
         assert label_report(report) == case.labels, report
 
 
+@pytest.mark.parametrize("corpus", [True, False])
+def test_a_normal_case_with_no_stated_absence_gets_a_normal_line(iu_annotation, corpus):
+    # case 31289 of seed 1 (the 40000-study training set): no finding and no negative drawn; the
+    # composer used to write an empty report, which labels as nothing, and gave up
+    case = sample_case(np.random.default_rng([1, 31289]))
+    assert case.negatives == () and {k for k, v in case.labels.items() if v is not None} == {"No Finding"}
+    bank = SentenceBank.from_annotation(iu_annotation, "train") if corpus else None
+    for k in range(5):
+        report = compose_report(case, bank, np.random.default_rng([1, 31289, k]))
+        assert label_report(report) == case.labels, report
+        assert len(split_report(report)) == 1 and report[0].isupper() and report.endswith(".")
+        assert "bone" not in report.lower()
+
+
 def test_test_cases_use_only_test_split_or_fallback_sentences(iu_annotation):
     data = json.loads(iu_annotation.read_text(encoding="utf-8"))
     test_sentences = {s.lower() for e in data["test"] for s in split_report(e["report"])}
