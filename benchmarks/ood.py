@@ -9,13 +9,15 @@ From one run it prints, for a checkpoint whose input check is calibrated (``uar 
   pixels when forced through the model);
 - with ``--compare DIR`` (the calibration data: train + val splits), the same shares for candidate
   scores, each fitted on DIR's train split with its threshold at the 99th percentile of DIR's val
-  split: the shipped score (Mahalanobis, Ledoit-Wolf shrinkage, on the pooled visual embedding per
-  view), Mahalanobis on the pooled encoder output, k-nearest-neighbour cosine distance (k = 10) on the
-  pooled embedding, and the energy score (-logsumexp of the decoder's first-word logits); with the
-  AUROC of held-out synthetic vs real chest radiographs;
-- the cost per study (one thread): the check itself on an already computed embedding (what
-  ``generate`` adds, the embedding being shared with decoding) and a stand-alone
-  :meth:`ReportGenerator.check_domain` (embedding included).
+  split: Mahalanobis (Ledoit-Wolf shrinkage) on the mean code vector of each view's tokens (LSU
+  models: the shipped feature, ``code-vector-mean-per-view``), on the pooled visual embedding per view
+  (``embedding-mean-per-view``, the CNN models' feature) and on the pooled encoder output,
+  k-nearest-neighbour cosine distance (k = 10) on the pooled embedding, and the energy score
+  (-logsumexp of the decoder's first-word logits); with the AUROC of held-out synthetic vs real chest
+  radiographs;
+- the cost per study (one thread): the check itself on the model input and embedding ``generate``
+  computes anyway (what the check adds to a study) and a stand-alone
+  :meth:`ReportGenerator.check_domain` (tokens or embedding included).
 
 Usage::
 
@@ -41,7 +43,7 @@ from torch import Tensor
 from operators.study_loader import CXRStudy, load_studies
 from uar.data.images import load_image
 from uar.generator import ReportGenerator
-from uar.ood import fit_input_check, pool_views, split_studies
+from uar.ood import CODE_MEAN, EMBEDDING_MEAN, fit_input_check, pool_views, split_studies
 
 Studies = list[tuple[np.ndarray, np.ndarray | None]]
 NON_CHEST = ("pydicom-data__RG3_J2KI.dcm", "pylibjpeg-data__RG2_JPLL.dcm", "highdicom__dx_image.dcm")
@@ -112,14 +114,18 @@ class Scorers:
 
     @torch.inference_mode()
     def features(self, studies: Studies, batch: int = 32) -> dict[str, Tensor]:
-        """Per study: embedding per view (N, V, d), encoder output per view (N, V, d), energy (N,),
-        supplied views (N, V)."""
+        """Per study: mean code vector per view (N, V, c; LSU models), embedding per view (N, V, d),
+        encoder output per view (N, V, d), energy (N,), supplied views (N, V)."""
         out: dict[str, list[Tensor]] = {"embed": [], "encoder": [], "energy": [], "supplied": []}
+        if self.g.visual_tokenizer is not None:
+            out["codes"] = []
         for start in range(0, len(studies), batch):
             part = studies[start : start + batch]
             visual = self.g.visual_input(part)
             e = self.model.embed_visual(visual)
-            out["embed"].append(pool_views(e, self.v))
+            if "codes" in out:
+                out["codes"].append(self.g.input_features(visual, CODE_MEAN))
+            out["embed"].append(self.g.input_features(visual, EMBEDDING_MEAN, e))
             state = self.model.init_decoding(visual, 1, 1, use_cache=False)
             out["encoder"].append(pool_views(state.memory, self.v))
             prefix = torch.zeros(len(part), 1, dtype=torch.long)
@@ -165,11 +171,11 @@ def timing(generator: ReportGenerator, studies: Studies, repeats: int) -> dict[s
     on_embedding, standalone = [], []
     with torch.inference_mode():
         for study in studies[:repeats]:
-            e = generator.model.embed_visual(generator.visual_input([study]))
+            visual = generator.visual_input([study])
+            e = generator.model.embed_visual(visual)
             t0 = time.perf_counter()
-            check.verdicts(
-                check.scores(pool_views(e, generator.config.n_views), generator._supplied([study]))
-            )
+            features = generator.input_features(visual, check.feature, e)
+            check.verdicts(check.scores(features, generator._supplied([study])))
             on_embedding.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             generator.check_domain([study])
@@ -200,7 +206,8 @@ def main() -> None:
     if check is None:
         raise SystemExit("this checkpoint has no input check: run `uar calibrate` first")
     print(f"model {generator.name} {generator.version} ({generator.config.visual_encoder} encoder)")
-    print(f"input check: threshold {check.threshold:.2f} (p{check.percentile:g}), {check.source}")
+    print(f"input check: {check.feature}, threshold {check.threshold:.2f} (p{check.percentile:g})")
+    print(f"  data: {check.source}")
 
     sets: dict[str, Studies] = {"synthetic held-out (ID)": load_split(args.test, "test")}
     if args.synthetic_dicom:
@@ -210,12 +217,13 @@ def main() -> None:
     sets["dicom chest files (real chest)"] = chest
     sets["dicom non-chest pixels (forced)"] = non_chest
 
-    results: dict[str, object] = {"threshold": check.threshold, "sets": {}}
+    results: dict[str, object] = {"feature": check.feature, "threshold": check.threshold, "sets": {}}
     scorers = Scorers(generator)
     feats = {name: scorers.features(studies) for name, studies in sets.items()}
     print("\nshipped score: share flagged out of domain")
     for name, f in feats.items():
-        scores = check.scores(f["embed"], f["supplied"])  # what ReportGenerator.check_domain computes
+        shipped = "codes" if check.feature == CODE_MEAN else "embed"
+        scores = check.scores(f[shipped], f["supplied"])  # what ReportGenerator.check_domain computes
         print(f"  {name:34s} {share(scores, check.threshold)}   median score {scores.median():.1f}")
         results["sets"][name] = {  # type: ignore[index]
             "n": len(scores),
@@ -231,7 +239,9 @@ def main() -> None:
         ref = scorers.features(load_split(args.compare, "train", args.max_reference))
         val = scorers.features(load_split(args.compare, "val"))
         candidates: dict[str, Callable[[dict[str, Tensor]], Tensor]] = {}
-        for kind in ("embed", "encoder"):
+        for kind in ("codes", "embed", "encoder"):
+            if kind not in ref:
+                continue
             fitted = fit_input_check(ref[kind], val[kind], val["supplied"])
             candidates[f"mahalanobis-LW {kind}"] = lambda f, c=fitted, k=kind: c.scores(f[k], f["supplied"])
         knn = knn_scorer(ref["embed"])

@@ -24,7 +24,6 @@ from uar.ood import (
     StudyFeatures,
     calibrate_on_dataset,
     image_features,
-    pool_views,
 )
 
 NOT_LSU = "the model reads CNN features, not visual tokens: a token cache does not apply"
@@ -62,7 +61,9 @@ def calibrate_checkpoint(
                 raise ValueError(NOT_LSU)
             token_cache = VisualTokenCache.open(generator.visual_tokenizer, token_cache)
         features = cached_token_features(generator, token_cache, Path(data))
-    check = calibrate_on_dataset(features, data, percentile=percentile, max_reference=max_reference)
+    check = calibrate_on_dataset(
+        features, data, percentile=percentile, max_reference=max_reference, feature=generator.check_feature
+    )
     return write_input_check(checkpoint, check, out), check
 
 
@@ -90,9 +91,7 @@ def cached_token_features(
             ids = torch.stack(
                 [torch.stack([cache.get(image_key(p, root), p, None) for p in v]) for v in views]
             )
-            with torch.inference_mode():
-                embedding = generator.model.embed_visual(ids)  # ids (B, V, L) -> (B, V*L, d)
-            feats.append(pool_views(embedding, n_views))
+            feats.append(generator.input_features(ids))  # ids (B, V, L) -> (B, V, c)
             mask = torch.ones(len(chunk), n_views, dtype=torch.bool)
             if n_views == 2:
                 mask[:, 1] = torch.tensor([len(paths) > 1 for paths in chunk])

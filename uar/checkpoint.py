@@ -39,8 +39,8 @@ from safetensors.torch import load_file, safe_open, save_file
 from uar.config import TrainConfig, UARConfig
 from uar.grounding import DEFAULT_SMOOTHING, check_smoothing
 from uar.model import UAR
+from uar.ood import CODE_MEAN, FEATURES, InputCheck
 from uar.ood import TENSOR_PREFIX as INPUT_CHECK_PREFIX
-from uar.ood import InputCheck
 from uar.text.tokenizer import TextTokenizer
 from uar.visual.kinds import AnyVisualTokenizer, build_visual_tokenizer
 
@@ -135,7 +135,7 @@ def save_checkpoint(
         "metrics": json.dumps(metrics or {}),
     }
     if input_check is not None:
-        _check_fits(input_check, cfg)
+        _check_fits(input_check, cfg, _tokenizer_code_dim(visual_tok))
         tensors.update(input_check.tensors())
         metadata[INPUT_CHECK_KEY] = input_check.metadata()
     return _write(path, tensors, metadata)
@@ -181,12 +181,36 @@ def _write(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[st
     return path
 
 
-def _check_fits(check: InputCheck, cfg: UARConfig) -> None:
-    if tuple(check.mean.shape) != (cfg.n_views, cfg.d_model):
+def _check_fits(check: InputCheck, cfg: UARConfig, code_dim: int | None) -> None:
+    """``ValueError`` unless the check's statistics fit the model: ``(n_views, d_model)`` for the
+    embedding feature, ``(n_views, code_dim)`` for the code-vector feature (``code_dim``: the visual
+    tokenizer's code vector size, None for a model without one)."""
+    if check.feature not in FEATURES:
+        raise ValueError(f"input check feature {check.feature!r} is not one of {', '.join(FEATURES)}")
+    if check.feature == CODE_MEAN:
+        if code_dim is None:
+            raise ValueError("a code-vector input check needs a model with a visual tokenizer")
+        dim, what = code_dim, f"code vectors of {code_dim}"
+    else:
+        dim, what = cfg.d_model, f"d_model {cfg.d_model}"
+    if tuple(check.mean.shape) != (cfg.n_views, dim):
         raise ValueError(
             f"input check statistics {tuple(check.mean.shape)} do not fit the model"
-            f" ({cfg.n_views} views, d_model {cfg.d_model})"
+            f" ({cfg.n_views} views, {what})"
         )
+
+
+def _tokenizer_code_dim(visual_tok: AnyVisualTokenizer | None) -> int | None:
+    """Code vector size of a loaded visual tokenizer, None without one."""
+    return None if visual_tok is None else int(visual_tok.code_vectors().shape[1])
+
+
+def _code_dim(tensors: dict[str, torch.Tensor]) -> int | None:
+    """Code vector size of the stored visual tokenizer (semantic or VQ-VAE codebook), None without one."""
+    for key in (VISUAL_PREFIX + "codebook", VISUAL_PREFIX + "quantizer.codebook"):
+        if key in tensors:
+            return int(tensors[key].shape[1])
+    return None
 
 
 def write_input_check(path: str | Path, check: InputCheck | None, out: str | Path | None = None) -> Path:
@@ -200,7 +224,7 @@ def write_input_check(path: str | Path, check: InputCheck | None, out: str | Pat
     tensors = {k: v for k, v in load_file(str(path)).items() if not k.startswith(INPUT_CHECK_PREFIX)}
     metadata.pop(INPUT_CHECK_KEY, None)
     if check is not None:
-        _check_fits(check, cfg)
+        _check_fits(check, cfg, _code_dim(tensors))
         tensors.update(check.tensors())
         metadata[INPUT_CHECK_KEY] = check.metadata()
     return _write(out if out is not None else path, tensors, metadata)
@@ -304,7 +328,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if INPUT_CHECK_KEY in metadata:
         try:
             input_check = InputCheck.from_checkpoint(metadata[INPUT_CHECK_KEY], tensors)
-            _check_fits(input_check, cfg)
+            _check_fits(input_check, cfg, _tokenizer_code_dim(visual_tok))
         except (ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path}: bad input check: {exc}") from exc
     grounding = None

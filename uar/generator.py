@@ -32,7 +32,7 @@ from uar.decoding import beam_search, greedy
 from uar.eval.labeler import OBSERVATIONS, label_report, label_sentence
 from uar.grounding import DEFAULT_RULE, DEFAULT_SMOOTHING, Head, Rule, SentenceMap, combine, sentence_spans
 from uar.modules.attention import int8_decoding
-from uar.ood import DomainVerdict, pool_views
+from uar.ood import CODE_MEAN, DomainVerdict, code_features, feature_for, pool_views
 from uar.report import impression_from_labels
 from uar.text.cleaning import COMMA
 from uar.text.tokenizer import UNK
@@ -192,13 +192,32 @@ class ReportGenerator:
         ids = self.visual_tokenizer.encode(images.flatten(0, 1))  # (B*V, L)
         return ids.view(b, v, -1)
 
+    @property
+    def check_feature(self) -> str:
+        """The input-domain feature a new calibration of this model fits (:func:`uar.ood.feature_for`)."""
+        return feature_for(self.config.visual_encoder)
+
     def view_features(
-        self, studies: Sequence[tuple[np.ndarray, np.ndarray | None]]
+        self, studies: Sequence[tuple[np.ndarray, np.ndarray | None]], feature: str | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Input-domain features (B, V, d) of studies and which views they supplied (B, V) bool."""
-        with torch.inference_mode():
-            embedding = self.model.embed_visual(self.visual_input(studies))
-        return pool_views(embedding, self.config.n_views), self._supplied(studies)
+        """Input-domain features (B, V, c) of studies and which views they supplied (B, V) bool;
+        ``feature`` (one of :data:`uar.ood.FEATURES`) defaults to :attr:`check_feature`."""
+        return self.input_features(self.visual_input(studies), feature), self._supplied(studies)
+
+    @torch.inference_mode()
+    def input_features(
+        self, visual: torch.Tensor, feature: str | None = None, embedding: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Input-domain features (B, V, c) of model input ``visual`` (:meth:`visual_input`);
+        ``embedding``: its E^(I) (B, L, d) when the caller has it."""
+        feature = feature or self.check_feature
+        if feature == CODE_MEAN:
+            if self.visual_tokenizer is None:
+                raise ValueError("the code-vector feature needs a model that reads visual tokens")
+            return code_features(self.visual_tokenizer.code_vectors(), visual)
+        if embedding is None:
+            embedding = self.model.embed_visual(visual)
+        return pool_views(embedding, self.config.n_views)
 
     def _supplied(self, studies: Sequence[tuple[np.ndarray, np.ndarray | None]]) -> torch.Tensor:
         supplied = torch.ones(len(studies), self.config.n_views, dtype=torch.bool)
@@ -207,11 +226,14 @@ class ReportGenerator:
         return supplied
 
     def _verdicts(
-        self, embedding: torch.Tensor, studies: Sequence[tuple[np.ndarray, np.ndarray | None]]
+        self,
+        visual: torch.Tensor,
+        embedding: torch.Tensor,
+        studies: Sequence[tuple[np.ndarray, np.ndarray | None]],
     ) -> list[DomainVerdict]:
         if self.input_check is None:
             return [DomainVerdict.unchecked() for _ in studies]
-        features = pool_views(embedding, self.config.n_views)
+        features = self.input_features(visual, self.input_check.feature, embedding)
         return self.input_check.verdicts(self.input_check.scores(features, self._supplied(studies)))
 
     def check_domain(self, studies: Sequence[tuple[np.ndarray, np.ndarray | None]]) -> list[DomainVerdict]:
@@ -220,7 +242,7 @@ class ReportGenerator:
             return []
         if self.input_check is None:
             return [DomainVerdict.unchecked() for _ in studies]
-        features, supplied = self.view_features(studies)
+        features, supplied = self.view_features(studies, self.input_check.feature)
         return self.input_check.verdicts(self.input_check.scores(features, supplied))
 
     def generate(
@@ -274,7 +296,7 @@ class ReportGenerator:
         visual = self.visual_input(studies)
         with torch.inference_mode():
             embedding = self.model.embed_visual(visual)  # (B, L_max, d), read by the check and decoder
-        verdicts = self._verdicts(embedding, studies)
+        verdicts = self._verdicts(visual, embedding, studies)
         keep = [i for i, v in enumerate(verdicts) if not (withhold_out_of_domain and v.out_of_domain)]
         ids: list[list[int]] = []
         if keep:

@@ -1,10 +1,17 @@
 """Input-domain check: does a study look like what the model was trained and validated on?
 
-The score is computed from the model's own visual representation, so it works for every encoder:
+The score is computed from what the model reads of each view, so it works for every encoder:
 
-1. *features*: for each view, the mean over its tokens of the model's visual embedding E^(I)
-   (:meth:`uar.model.UAR.embed_visual`: the CNN grid features, or the LSU visual-token embeddings),
-   one vector of ``d_model`` numbers per view. A view's vector depends on that view alone.
+1. *features*, one vector per view that depends on that view alone, named in the checkpoint:
+   - ``code-vector-mean-per-view`` (LSU models): the mean of the visual tokenizer's code vectors of
+     the view's token ids (:func:`code_features`; 112 numbers for the semantic tokenizer). It is a
+     function of the token ids the model reads, in the frozen tokenizer's space, so it does not
+     depend on how long the transformer trained: the trained embedding W_I hardly moves the rows of
+     codes that training images seldom use, which are the codes unusual images bring, and a
+     longer-trained model's embedding mean separated real radiographs less well (docs/ood.md).
+   - ``embedding-mean-per-view`` (CNN models): the mean over the view's tokens of the model's
+     visual embedding E^(I) (:meth:`uar.model.UAR.embed_visual`: the CNN grid features), one vector
+     of ``d_model`` numbers.
 2. *per-view distance*: the Mahalanobis distance of that vector to the training split's vectors
    of the same view slot, with a Ledoit-Wolf shrunk covariance (:func:`ledoit_wolf`), so it is
    well conditioned for a few hundred reference studies.
@@ -37,7 +44,9 @@ from uar.model import UAR
 Verdict = Literal["in_domain", "out_of_domain", "unchecked"]
 VERDICTS: tuple[Verdict, ...] = ("in_domain", "out_of_domain", "unchecked")
 METHOD = "mahalanobis"
-FEATURE = "embedding-mean-per-view"
+EMBEDDING_MEAN = "embedding-mean-per-view"  # CNN models: mean of E^(I) per view, d_model numbers
+CODE_MEAN = "code-vector-mean-per-view"  # LSU models: mean code vector of the view's token ids
+FEATURES = (EMBEDDING_MEAN, CODE_MEAN)
 CHECK_VERSION = 1
 TENSOR_PREFIX = "input_check."
 DEFAULT_PERCENTILE = 99.0
@@ -98,7 +107,7 @@ class InputCheck:
     calibration_quantiles: dict[str, float] = field(default_factory=dict)  # p50, p95, p99, max
     source: str = ""  # where the data came from, e.g. the dataset folder name
     method: str = METHOD
-    feature: str = FEATURE
+    feature: str = EMBEDDING_MEAN  # one of FEATURES
 
     def distances(self, features: Tensor) -> Tensor:
         """Per-view Mahalanobis distances: features (B, V, d) -> (B, V)."""
@@ -157,8 +166,9 @@ class InputCheck:
                 f"input check version {meta.get('version')} / method {meta.get('method')!r} is not"
                 f" supported (expected {CHECK_VERSION} / {METHOD!r}); recalibrate with `uar calibrate`"
             )
-        if meta.get("feature") != FEATURE:
-            raise ValueError(f"input check feature {meta.get('feature')!r} is not {FEATURE!r}")
+        feature = meta.get("feature")
+        if feature not in FEATURES:
+            raise ValueError(f"input check feature {feature!r} is not one of {', '.join(FEATURES)}")
         try:
             mean = tensors[TENSOR_PREFIX + "mean"].float()
             precision = tensors[TENSOR_PREFIX + "precision"].float()
@@ -177,6 +187,7 @@ class InputCheck:
             shrinkage=[float(s) for s in meta.get("shrinkage", [])],
             calibration_quantiles={k: float(x) for k, x in meta.get("calibration_quantiles", {}).items()},
             source=str(meta.get("source", "")),
+            feature=feature,
         )
 
 
@@ -188,6 +199,19 @@ def view_features(model: UAR, visual: Tensor) -> Tensor:
     the mean over each view's tokens of :meth:`UAR.embed_visual`.
     """
     return pool_views(model.embed_visual(visual), model.cfg.n_views)
+
+
+def code_features(code_vectors: Tensor, ids: Tensor) -> Tensor:
+    """Mean code vector per view: the tokenizer's codebook ``(K, c)`` and token ids ``(B, V, L)``
+    -> ``(B, V, c)`` float32 (feature ``code-vector-mean-per-view``)."""
+    if ids.dim() != 3:
+        raise ValueError(f"expected token ids (B, V, L), got {tuple(ids.shape)}")
+    return code_vectors.float()[ids].mean(dim=2)
+
+
+def feature_for(visual_encoder: str) -> str:
+    """The feature a new check of a model with this encoder ("lsu" or "cnn") is fitted on."""
+    return CODE_MEAN if visual_encoder == "lsu" else EMBEDDING_MEAN
 
 
 def pool_views(embedding: Tensor, n_views: int) -> Tensor:
@@ -228,11 +252,15 @@ def fit_input_check(
     *,
     percentile: float = DEFAULT_PERCENTILE,
     source: str = "",
+    feature: str = EMBEDDING_MEAN,
 ) -> InputCheck:
     """Fit the statistics on ``reference`` features (N, V, d) and set the threshold at ``percentile``
-    of the study scores of ``calibration`` features (M, V, d) (both from :func:`view_features`)."""
+    of the study scores of ``calibration`` features (M, V, d); ``feature`` names what they are
+    (one of :data:`FEATURES`: :func:`view_features` or :func:`code_features`)."""
     if not 50.0 <= percentile < 100.0:
         raise ValueError(f"percentile must be in [50, 100), got {percentile}")
+    if feature not in FEATURES:
+        raise ValueError(f"feature must be one of {', '.join(FEATURES)}, got {feature!r}")
     if reference.dim() != 3 or calibration.dim() != 3 or reference.shape[1:] != calibration.shape[1:]:
         raise ValueError(
             f"reference {tuple(reference.shape)} and calibration {tuple(calibration.shape)} features"
@@ -255,6 +283,7 @@ def fit_input_check(
         n_calibration=int(calibration.shape[0]),
         shrinkage=shrinks,
         source=source,
+        feature=feature,
     )
     scores = check.scores(calibration, calibration_supplied).double().numpy()
     check.threshold = float(np.percentile(scores, percentile))
@@ -326,9 +355,11 @@ def calibrate_on_dataset(
     max_reference: int | None = None,
     reference_split: str = "train",
     calibration_split: str = "val",
+    feature: str = EMBEDDING_MEAN,
 ) -> InputCheck:
     """Fit an :class:`InputCheck` on an R2Gen dataset folder: statistics from ``reference_split``
-    (at most ``max_reference`` studies), threshold from ``calibration_split`` (never the test split).
+    (at most ``max_reference`` studies), threshold from ``calibration_split`` (never the test split);
+    ``feature`` names what ``features`` computes (one of :data:`FEATURES`).
 
     Raises ``ValueError`` when a split is missing or empty.
     """
@@ -343,4 +374,4 @@ def calibrate_on_dataset(
     ref_f, _ = features(ref, f"{reference_split} features")
     cal_f, cal_m = features(cal, f"{calibration_split} features")
     source = f"{Path(data_dir).name}: {len(ref)} {reference_split} / {len(cal)} {calibration_split} studies"
-    return fit_input_check(ref_f, cal_f, cal_m, percentile=percentile, source=source)
+    return fit_input_check(ref_f, cal_f, cal_m, percentile=percentile, source=source, feature=feature)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from tests.helpers.tiny import make_tiny_checkpoint, tiny_text_tokenizer
 from uar.calibration import calibrate_checkpoint, has_input_check
@@ -18,7 +18,7 @@ from uar.cli import main
 from uar.data.images import load_image, to_tensor
 from uar.data.r2gen import R2GenDataset, VisualTokenCache
 from uar.generator import ReportGenerator
-from uar.ood import InputCheck, fit_input_check, ledoit_wolf, view_features
+from uar.ood import CODE_MEAN, EMBEDDING_MEAN, InputCheck, fit_input_check, ledoit_wolf, view_features
 
 
 def _write_dataset(root: Path, n_train: int, n_val: int, seed: int = 0) -> Path:
@@ -112,17 +112,52 @@ def test_calibration_is_stored_loaded_and_scores_are_deterministic(
     assert first.check_domain([_noise_study(2)])[0].out_of_domain
 
 
-def test_lsu_models_are_scored_on_their_visual_token_embeddings(tmp_path: Path) -> None:
-    model = load_checkpoint(make_tiny_checkpoint(tmp_path / "lsu.safetensors")).model
-    cfg = model.cfg
+def test_lsu_models_are_scored_on_the_code_vectors_of_their_tokens_not_on_w_i(tmp_path: Path) -> None:
+    ckpt = load_checkpoint(make_tiny_checkpoint(tmp_path / "lsu.safetensors"))
+    generator = ReportGenerator(ckpt)
+    assert generator.check_feature == CODE_MEAN and ckpt.visual_tokenizer is not None
+    codes = ckpt.visual_tokenizer.code_vectors()  # (K, c)
+    cfg = ckpt.model.cfg
     gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, cfg.visual_vocab_size // 2, (60, cfg.n_views, cfg.tokens_per_view), generator=gen)
-    feats = view_features(model, ids)
-    assert feats.shape == (60, cfg.n_views, cfg.d_model)
-    assert torch.equal(feats, view_features(model, ids))  # deterministic
-    check = fit_input_check(feats[:40], feats[40:])
-    unseen = torch.full((3, cfg.n_views, cfg.tokens_per_view), cfg.visual_vocab_size - 1)  # codes never used
-    assert all(v.out_of_domain for v in check.verdicts(check.scores(view_features(model, unseen))))
+    ids = torch.randint(0, codes.shape[0] // 2, (60, cfg.n_views, cfg.tokens_per_view), generator=gen)
+    feats = generator.input_features(ids)
+    assert feats.shape == (60, cfg.n_views, codes.shape[1])
+    assert torch.allclose(feats[7, 1], codes[ids[7, 1]].mean(dim=0))
+    check = fit_input_check(feats[:40], feats[40:], feature=CODE_MEAN)
+    unseen = torch.full((3, cfg.n_views, cfg.tokens_per_view), codes.shape[0] - 1)  # a code never used
+    assert all(v.out_of_domain for v in check.verdicts(check.scores(generator.input_features(unseen))))
+    # the trained embedding W_I does not enter: another training of it leaves the score as it is
+    with torch.no_grad():
+        for param in ckpt.model.parameters():
+            param.mul_(3.0).add_(0.5)
+    assert torch.equal(generator.input_features(ids), feats)
+    # the embedding feature (what CNN models are checked on) is still there for an older check
+    assert generator.input_features(ids, EMBEDDING_MEAN).shape == (60, cfg.n_views, cfg.d_model)
+    assert torch.equal(view_features(ckpt.model, ids), generator.input_features(ids, EMBEDDING_MEAN))
+
+
+def test_a_check_on_a_feature_the_model_cannot_compute_is_refused(
+    calibrated: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    plain, out, _ = calibrated  # a CNN model: no visual tokens, no code vectors
+    check = load_checkpoint(out).input_check
+    assert check is not None and check.feature == EMBEDDING_MEAN
+    check.feature = CODE_MEAN
+    with pytest.raises(ValueError, match="needs a model with a visual tokenizer"):
+        write_input_check(plain, check, tmp_path / "x.safetensors")
+    check.feature = "pixel-histogram"
+    with pytest.raises(ValueError, match="is not one of"):
+        write_input_check(plain, check, tmp_path / "x.safetensors")
+    # a file whose metadata names an unknown feature is refused at load, clearly
+    metadata = dict(read_metadata(out))
+    meta = json.loads(metadata["input_check"])
+    for feature in ("pixel-histogram", None, 7):
+        meta["feature"] = feature
+        metadata["input_check"] = json.dumps(meta)
+        bad = tmp_path / "bad.safetensors"
+        save_file(load_file(str(out)), str(bad), metadata=metadata)
+        with pytest.raises(ValueError, match="bad input check.*feature"):
+            load_checkpoint(bad)
 
 
 def _varied_tiny_lsu_checkpoint(path: Path, data: Path, seed: int = 0) -> Path:
@@ -164,6 +199,9 @@ def test_an_lsu_model_calibrates_from_its_token_cache_as_from_the_images(
     out, from_cache = calibrate_checkpoint(
         ckpt, data, tmp_path / "cache.safetensors", token_cache=tmp_path / "tokens.safetensors"
     )
+    # an LSU model's check is fitted on the mean code vector of each view's tokens
+    assert from_images.feature == from_cache.feature == CODE_MEAN
+    assert tuple(from_images.mean.shape) == (2, tok.code_vectors().shape[1])
     assert from_cache.threshold == pytest.approx(from_images.threshold, rel=1e-5)
     for name, t in from_images.tensors().items():
         assert torch.allclose(t, from_cache.tensors()[name], rtol=1e-4, atol=1e-5), name
