@@ -3,19 +3,19 @@
 # IU-Xray report sentences, then the default variant, exported in fp16 to
 # uar/default_model/uar-default.safetensors with its metrics on a held-out synthetic test set.
 #
-#   make train-default                       # about 2.5 h on 2 CPU cores (full UAR, 10000 studies)
+#   make train-default                       # about 3.5 h on 2 CPU cores (full UAR, 20000 studies)
 #   RUN=/data/runs/default PRESET=uar make train-default
 #
 # Every step is skipped when its output exists, so an interrupted run continues where it stopped
 # (training resumes from its last.pt). Variables (defaults in brackets):
 #   RUN [runs/default]   work folder       CORPUS [../shared/data/iu_xray/annotation.json]
-#   N_TRAIN [10000]      synthetic studies of the run (seed 1), split by SPLITS [0.97,0.03,0] into
-#                        train / val (9700 / 300; 10000 studies beat 5000 by +0.034 CE micro-F1 for
-#                        full UAR, docs/benchmarks.md)
+#   N_TRAIN [20000]      synthetic studies of the run (seed 1), split by SPLITS [0.985,0.015,0] into
+#                        train / val (19700 / 300; for full UAR 10000 studies beat 5000 by +0.034 CE
+#                        micro-F1, 20000 beat 10000 by +0.006 micro / +0.031 macro, docs/benchmarks.md)
 #   N_TEST [600]         held-out test cases (seed 2, never trained on)
 #   PRESET [uar]         model variant: full UAR (LSU on the semantic tokenizer's codes + CRA + TIR);
 #                        no-lsu = CRA + TIR on the CNN encoder (the 0.2.0 default)
-#   MODEL_VERSION [0.3.0] version stored in the shipped model (and in every SR it writes)
+#   MODEL_VERSION [0.4.0] version stored in the shipped model (and in every SR it writes)
 #   INIT_VISUAL [codebook] W_I initialisation of LSU rows: codebook (code vectors) or random (Xavier)
 #   CODEBOOK [8192]      codes of the semantic tokenizer
 #   EPOCHS1 [4] / EPOCHS2 [10]  stage-1 / stage-2 epochs (the first EPOCHS2_SHORT [2] of stage 2 are
@@ -26,14 +26,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${RUN:-runs/default}
 CORPUS=${CORPUS:-../shared/data/iu_xray/annotation.json}
-N_TRAIN=${N_TRAIN:-10000}
-SPLITS=${SPLITS:-0.97,0.03,0}
+N_TRAIN=${N_TRAIN:-20000}
+SPLITS=${SPLITS:-0.985,0.015,0}
 N_TEST=${N_TEST:-600}
 PRESET=${PRESET:-uar}
 THREADS=${THREADS:-2}
 UAR=${UAR:-.venv/bin/uar}
 OUT=${OUT:-uar/default_model/uar-default.safetensors}
-MODEL_VERSION=${MODEL_VERSION:-0.3.0}
+MODEL_VERSION=${MODEL_VERSION:-0.4.0}
 export OMP_NUM_THREADS=$THREADS
 # shellcheck source=scripts/train-common.sh
 source scripts/train-common.sh
