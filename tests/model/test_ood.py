@@ -136,6 +136,25 @@ def test_lsu_models_are_scored_on_the_code_vectors_of_their_tokens_not_on_w_i(tm
     assert torch.equal(view_features(ckpt.model, ids), generator.input_features(ids, EMBEDDING_MEAN))
 
 
+def test_an_lsu_file_with_an_embedding_mean_check_is_still_scored_on_its_embedding(tmp_path: Path) -> None:
+    # files calibrated before the code-vector feature (0.3.0 and older LSU models) keep their check
+    path = make_tiny_checkpoint(tmp_path / "lsu.safetensors")
+    model = load_checkpoint(path).model
+    cfg = model.cfg
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, cfg.visual_vocab_size // 2, (40, cfg.n_views, cfg.tokens_per_view), generator=gen)
+    old = fit_input_check(view_features(model, ids[:30]), view_features(model, ids[30:]))
+    assert old.feature == EMBEDDING_MEAN
+    generator = ReportGenerator.load(write_input_check(path, old, tmp_path / "old.safetensors"))
+    assert generator.input_check is not None and generator.input_check.feature == EMBEDDING_MEAN
+    images = (np.full((64, 64), 0.4, np.float32), np.full((64, 64), 0.6, np.float32))
+    verdict = generator.check_domain([images])[0]
+    visual = generator.visual_input([images])
+    expected = old.scores(view_features(model, visual), torch.ones(1, cfg.n_views, dtype=torch.bool))
+    assert verdict.score == pytest.approx(float(expected[0]), rel=1e-5)
+    assert generator.generate(*images, beam_size=1).domain == verdict
+
+
 def test_a_check_on_a_feature_the_model_cannot_compute_is_refused(
     calibrated: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
