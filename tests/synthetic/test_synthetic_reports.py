@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,22 @@ def test_a_normal_case_with_no_stated_absence_gets_a_normal_line(iu_annotation, 
         assert label_report(report) == case.labels, report
         assert len(split_report(report)) == 1 and report[0].isupper() and report.endswith(".")
         assert "bone" not in report.lower()
+
+
+def test_a_hyperinflated_case_is_never_called_normally_inflated(iu_annotation):
+    # the corpus pairs "normally inflated" / "well-expanded" with negatives ("The lungs are normally
+    # inflated with no focal airspace disease"); beside "Lungs are hyperexpanded." they contradict it
+    bank = SentenceBank.from_annotation(iu_annotation, "train")
+    normal_volume = re.compile(
+        r"\b(?:normally|well)[- ]?(?:inflated|expanded|aerated)\b|\bnormal (?:lung )?volumes?\b", re.I
+    )
+    hyperinflated = [c for c in _cases(3000, seed=11) if c.findings.hyperinflation]
+    assert len(hyperinflated) >= 150
+    for i, case in enumerate(hyperinflated):
+        report = compose_report(case, bank, np.random.default_rng([11, i]))
+        assert label_report(report) == case.labels, report
+        assert re.search(r"hyperexpan|hyperinflat", report, re.I), report
+        assert not normal_volume.search(report), report
 
 
 def test_test_cases_use_only_test_split_or_fallback_sentences(iu_annotation):

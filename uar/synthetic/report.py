@@ -317,12 +317,34 @@ def finding_items(case: Case) -> list[Item]:
 NORMAL_ITEM = Item(None, (r"\bno acute\b|\bpulmonary vascularity\b.*\bnormal\b",), (r"\bbone|\boss",), 1)
 
 
-def _candidates(bank: SentenceBank, item: Item, target: dict[str, int], covered: set[str]) -> list[Sentence]:
-    """Sentences that state ``item`` and otherwise only not-yet-covered negatives of ``target``."""
+# Statements of normal lung volumes, which contradict a hyperinflated case ("Lungs are hyperexpanded.
+# The lungs are normally inflated and clear."): 55 of 1456 such reports of a 20000-study set had both.
+_NORMAL_VOLUME = re.compile(
+    r"\b(?:normally|well) ?(?:inflated|expanded|aerated)\b"
+    r"|\bnormal (?:lung )?(?:volumes?|inflation|expansion)\b|\blung volumes are (?:normal|within normal)"
+)
+
+
+def _avoid(case: Case) -> re.Pattern[str] | None:
+    """Words no sentence of this case's report may use, because they contradict a finding."""
+    return _NORMAL_VOLUME if case.findings.hyperinflation else None
+
+
+def _candidates(
+    bank: SentenceBank,
+    item: Item,
+    target: dict[str, int],
+    covered: set[str],
+    avoid: re.Pattern[str] | None = None,
+) -> list[Sentence]:
+    """Sentences that state ``item`` and otherwise only not-yet-covered negatives of ``target``,
+    none matching ``avoid``."""
     pool = bank.by_obs.get(item.observation or "", [])
     out = []
     for i in pool:
         s = bank.sentences[i]
+        if avoid is not None and avoid.search(s.norm):
+            continue
         sig = s.labels
         if item.observation is None:
             ok = not sig
@@ -346,13 +368,20 @@ _SECTION_NORMAL = {
 
 
 def _negative_candidates(
-    bank: SentenceBank, key: str, remaining: set[str], abnormal_sections: set[int]
+    bank: SentenceBank,
+    key: str,
+    remaining: set[str],
+    abnormal_sections: set[int],
+    avoid: re.Pattern[str] | None = None,
 ) -> list[Sentence]:
     """Sentences negating ``key`` whose every observation is a remaining negative, with no side
-    words and no whole-section normal statement for a section that has a finding."""
+    words, no whole-section normal statement for a section that has a finding and nothing matching
+    ``avoid``."""
     out = []
     for i in bank.by_obs.get(key, []):
         s = bank.sentences[i]
+        if avoid is not None and avoid.search(s.norm):
+            continue
         if not all(v == 0 and k in remaining for k, v in s.signature):
             continue
         if re.search(r"\b(?:right|left)\b", s.norm):
@@ -367,9 +396,10 @@ def _compose_once(case: Case, banks: list[SentenceBank], rng: np.random.Generato
     target = {k: v for k, v in case.labels.items() if v is not None and k != "No Finding"}
     picked: list[tuple[tuple[int, int, int], Sentence]] = []
     covered: set[str] = set()
+    avoid = _avoid(case)
     for n, item in enumerate(finding_items(case)):
         for bank in banks:
-            cands = _candidates(bank, item, target, covered)
+            cands = _candidates(bank, item, target, covered, avoid)
             if cands:
                 break
         else:
@@ -383,7 +413,7 @@ def _compose_once(case: Case, banks: list[SentenceBank], rng: np.random.Generato
     while remaining:
         key = min(remaining, key=ORDER.index)
         for bank in banks:
-            cands = _negative_candidates(bank, key, remaining, abnormal)
+            cands = _negative_candidates(bank, key, remaining, abnormal, avoid)
             if cands:
                 break
         else:
@@ -396,7 +426,7 @@ def _compose_once(case: Case, banks: list[SentenceBank], rng: np.random.Generato
         # nothing present and no absence drawn (about 1 case in 20000): one plain normal line, since
         # an empty report labels as nothing at all, not as "No Finding"
         for bank in banks:
-            cands = _candidates(bank, NORMAL_ITEM, target, covered)
+            cands = _candidates(bank, NORMAL_ITEM, target, covered, avoid)
             if cands:
                 break
         else:
