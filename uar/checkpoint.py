@@ -39,7 +39,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from uar.config import TrainConfig, UARConfig
 from uar.grounding import DEFAULT_SMOOTHING, check_smoothing
 from uar.model import UAR
-from uar.ood import CODE_MEAN, FEATURES, InputCheck
+from uar.ood import CODE_MEAN, InputCheck, check_feature_name
 from uar.ood import TENSOR_PREFIX as INPUT_CHECK_PREFIX
 from uar.text.tokenizer import TextTokenizer
 from uar.visual.kinds import AnyVisualTokenizer, build_visual_tokenizer
@@ -185,9 +185,7 @@ def _check_fits(check: InputCheck, cfg: UARConfig, code_dim: int | None) -> None
     """``ValueError`` unless the check's statistics fit the model: ``(n_views, d_model)`` for the
     embedding feature, ``(n_views, code_dim)`` for the code-vector feature (``code_dim``: the visual
     tokenizer's code vector size, None for a model without one)."""
-    if check.feature not in FEATURES:
-        raise ValueError(f"input check feature {check.feature!r} is not one of {', '.join(FEATURES)}")
-    if check.feature == CODE_MEAN:
+    if check_feature_name(check.feature) == CODE_MEAN:
         if code_dim is None:
             raise ValueError("a code-vector input check needs a model with a visual tokenizer")
         dim, what = code_dim, f"code vectors of {code_dim}"

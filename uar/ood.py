@@ -166,9 +166,7 @@ class InputCheck:
                 f"input check version {meta.get('version')} / method {meta.get('method')!r} is not"
                 f" supported (expected {CHECK_VERSION} / {METHOD!r}); recalibrate with `uar calibrate`"
             )
-        feature = meta.get("feature")
-        if feature not in FEATURES:
-            raise ValueError(f"input check feature {feature!r} is not one of {', '.join(FEATURES)}")
+        feature = check_feature_name(meta.get("feature"))
         try:
             mean = tensors[TENSOR_PREFIX + "mean"].float()
             precision = tensors[TENSOR_PREFIX + "precision"].float()
@@ -199,6 +197,13 @@ def view_features(model: UAR, visual: Tensor) -> Tensor:
     the mean over each view's tokens of :meth:`UAR.embed_visual`.
     """
     return pool_views(model.embed_visual(visual), model.cfg.n_views)
+
+
+def check_feature_name(feature: object) -> str:
+    """``feature`` if it is one of :data:`FEATURES`; ``ValueError`` otherwise."""
+    if not isinstance(feature, str) or feature not in FEATURES:
+        raise ValueError(f"input check feature {feature!r} is not one of {', '.join(FEATURES)}")
+    return feature
 
 
 def code_features(code_vectors: Tensor, ids: Tensor) -> Tensor:
@@ -259,8 +264,7 @@ def fit_input_check(
     (one of :data:`FEATURES`: :func:`view_features` or :func:`code_features`)."""
     if not 50.0 <= percentile < 100.0:
         raise ValueError(f"percentile must be in [50, 100), got {percentile}")
-    if feature not in FEATURES:
-        raise ValueError(f"feature must be one of {', '.join(FEATURES)}, got {feature!r}")
+    check_feature_name(feature)
     if reference.dim() != 3 or calibration.dim() != 3 or reference.shape[1:] != calibration.shape[1:]:
         raise ValueError(
             f"reference {tuple(reference.shape)} and calibration {tuple(calibration.shape)} features"

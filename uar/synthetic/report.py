@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -392,18 +393,29 @@ def _negative_candidates(
     return out
 
 
+def _from_banks(
+    banks: list[SentenceBank], find: Callable[[SentenceBank], list[Sentence]], missing: str
+) -> list[Sentence]:
+    """The candidates ``find`` gives in the first bank that has any (the corpus before the built-in
+    sentences); ``LookupError(missing)`` when none has."""
+    for bank in banks:
+        cands = find(bank)
+        if cands:
+            return cands
+    raise LookupError(missing)
+
+
 def _compose_once(case: Case, banks: list[SentenceBank], rng: np.random.Generator) -> str:
     target = {k: v for k, v in case.labels.items() if v is not None and k != "No Finding"}
     picked: list[tuple[tuple[int, int, int], Sentence]] = []
     covered: set[str] = set()
     avoid = _avoid(case)
     for n, item in enumerate(finding_items(case)):
-        for bank in banks:
-            cands = _candidates(bank, item, target, covered, avoid)
-            if cands:
-                break
-        else:
-            raise LookupError(f"no sentence states {item.observation or item.require}")
+        cands = _from_banks(
+            banks,
+            partial(_candidates, item=item, target=target, covered=covered, avoid=avoid),
+            f"no sentence states {item.observation or item.require}",
+        )
         s = cands[int(rng.integers(len(cands)))]
         covered.update(k for k, _ in s.signature)
         picked.append(((item.section, 0, n), s))
@@ -412,12 +424,13 @@ def _compose_once(case: Case, banks: list[SentenceBank], rng: np.random.Generato
     n = 0
     while remaining:
         key = min(remaining, key=ORDER.index)
-        for bank in banks:
-            cands = _negative_candidates(bank, key, remaining, abnormal, avoid)
-            if cands:
-                break
-        else:
-            raise LookupError(f"no sentence states the absence of {key}")
+        cands = _from_banks(
+            banks,
+            partial(
+                _negative_candidates, key=key, remaining=remaining, abnormal_sections=abnormal, avoid=avoid
+            ),
+            f"no sentence states the absence of {key}",
+        )
         s = cands[int(rng.integers(len(cands)))]
         remaining -= {k for k, _ in s.signature}
         picked.append(((min(SECTION[k] for k, _ in s.signature), 1, n), s))
@@ -425,12 +438,11 @@ def _compose_once(case: Case, banks: list[SentenceBank], rng: np.random.Generato
     if not picked:
         # nothing present and no absence drawn (about 1 case in 20000): one plain normal line, since
         # an empty report labels as nothing at all, not as "No Finding"
-        for bank in banks:
-            cands = _candidates(bank, NORMAL_ITEM, target, covered, avoid)
-            if cands:
-                break
-        else:
-            raise LookupError("no sentence states a normal study")
+        cands = _from_banks(
+            banks,
+            partial(_candidates, item=NORMAL_ITEM, target=target, covered=covered, avoid=avoid),
+            "no sentence states a normal study",
+        )
         picked.append(((NORMAL_ITEM.section, 0, 0), cands[int(rng.integers(len(cands)))]))
     picked.sort(key=lambda t: t[0])
     return " ".join(s.text for _, s in picked)
