@@ -36,6 +36,7 @@ from uar.ood import CODE_MEAN, DomainVerdict, code_features, feature_for, pool_v
 from uar.report import impression_from_labels
 from uar.text.cleaning import COMMA
 from uar.text.tokenizer import UNK
+from uar.text.wording import repair_wording
 
 DEFAULT_CHECKPOINT_NAME = "uar-default.safetensors"
 ANONYMISED = "xxxx"  # IU-Xray's de-identification token, kept as is
@@ -91,7 +92,9 @@ def readable_findings(text: str) -> str:
     attached to the word before them (a comma that opens or closes a sentence, or follows another,
     is dropped); ``<unk>`` words and a word repeated right after itself are dropped; a one-word
     sentence that names no finding ("Right.", unlike "Cardiomegaly.") is an orphan fragment and is
-    left out. Abbreviations are written in capitals (:data:`ABBREVIATIONS`: "lower SVC").
+    left out. Abbreviations are written in capitals (:data:`ABBREVIATIONS`: "lower SVC"), and the
+    corpus's known wording slips are repaired (:func:`uar.text.wording.repair_wording`: "normal heart
+    size mediastinal contours" -> "Normal heart size and mediastinal contours.").
     """
     sentences: list[str] = []
     for part in re.split(r"\s*\.\s*", text):
@@ -105,9 +108,9 @@ def readable_findings(text: str) -> str:
             words.pop()
         if not words:
             continue
+        sentence = repair_wording(" ".join(words).replace(f" {COMMA}", COMMA)) + "."
         if words[0] != ANONYMISED:
-            words[0] = words[0][:1].upper() + words[0][1:]
-        sentence = " ".join(words).replace(f" {COMMA}", COMMA) + "."
+            sentence = sentence[:1].upper() + sentence[1:]
         if len(words) > 1 or _names_finding(sentence):
             sentences.append(sentence)
     return " ".join(sentences)
