@@ -18,10 +18,10 @@ CNN_PRESETS=" base no-lsu base+integration base+global base+cra "
 EPOCHS1=${EPOCHS1:-4}
 EPOCHS2_SHORT=${EPOCHS2_SHORT:-2}
 EPOCHS2=${EPOCHS2:-10}
-# the shipped weights of a long run: the last epoch's (AVERAGE=1, the default model's recipe) or the
-# mean of the last AVERAGE stage-2 epochs (docs/training.md: averaging the last 5 of 20 stage-2
-# epochs scored higher on the validation studies but not on the test studies)
-AVERAGE=${AVERAGE:-1}
+# the shipped weights of a long run: the mean of the last AVERAGE stage-2 epochs (3, the default
+# model's recipe: chosen on 1500 fresh synthetic studies, docs/training.md) or, with AVERAGE=1, the
+# last epoch's
+AVERAGE=${AVERAGE:-3}
 
 train_row() {
   local dir=$1 name=$2 preset=$3 epochs2=$4

@@ -15,12 +15,12 @@
 #   N_TEST [600]         held-out test cases (seed 2, never trained on)
 #   PRESET [uar]         model variant: full UAR (LSU on the semantic tokenizer's codes + CRA + TIR);
 #                        no-lsu = CRA + TIR on the CNN encoder (the 0.2.0 default)
-#   MODEL_VERSION [0.4.0] version stored in the shipped model (and in every SR it writes)
+#   MODEL_VERSION [0.5.0] version stored in the shipped model (and in every SR it writes)
 #   INIT_VISUAL [codebook] W_I initialisation of LSU rows: codebook (code vectors) or random (Xavier)
 #   CODEBOOK [8192]      codes of the semantic tokenizer
 #   EPOCHS1 [4] / EPOCHS2 [10]  stage-1 / stage-2 epochs (the first EPOCHS2_SHORT [2] of stage 2 are
 #                        the ablation table's budget: scripts/train-common.sh)     THREADS [2] CPU threads
-#   AVERAGE [1]          ship the last stage-2 epoch (1) or the mean of the last AVERAGE epochs
+#   AVERAGE [3]          ship the mean of the last AVERAGE stage-2 epochs (1: the last epoch alone)
 # benchmarks/ablations.sh trains the other rows with the same budget into the same RUN folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +33,7 @@ PRESET=${PRESET:-uar}
 THREADS=${THREADS:-2}
 UAR=${UAR:-.venv/bin/uar}
 OUT=${OUT:-uar/default_model/uar-default.safetensors}
-MODEL_VERSION=${MODEL_VERSION:-0.4.0}
+MODEL_VERSION=${MODEL_VERSION:-0.5.0}
 export OMP_NUM_THREADS=$THREADS
 # shellcheck source=scripts/train-common.sh
 source scripts/train-common.sh
