@@ -139,9 +139,11 @@ def test_the_picture_is_the_radiograph_with_the_maps_in_colour(
     # the maps are blended in colour, the rest stays grey: the default model's smoothed maps colour
     # a few to a quarter of a picture's pixels (4-24 % on held-out studies), never all of it
     assert 0.0005 < coloured.mean() < 0.8
-    plain = ~coloured
-    # where nothing is blended in, the picture is the radiograph
-    assert np.corrcoef(picture.mean(axis=2)[plain], grey[plain])[0, 1] > 0.95
+    # where nothing is blended in (no chroma at all: every map colour is saturated), the picture is
+    # the radiograph to within rounding, except the black discs that carry the sentence numbers
+    plain = chroma == 0
+    assert plain.mean() > 0.2
+    assert (np.abs(picture.mean(axis=2) - grey)[plain] <= 2).mean() > 0.98
     assert np.abs(picture.mean(axis=2) - grey)[coloured].mean() > 10  # and it differs where it is
     legend = rgb[height:]
     assert legend.shape[0] > 40 and (legend.max(axis=2) > 128).mean() > 0.005  # text under the image
