@@ -32,7 +32,7 @@ from uar.decoding import beam_search, greedy
 from uar.eval.labeler import OBSERVATIONS, label_report, label_sentence
 from uar.grounding import DEFAULT_RULE, DEFAULT_SMOOTHING, Head, Rule, SentenceMap, combine, sentence_spans
 from uar.modules.attention import int8_decoding
-from uar.ood import CODE_MEAN, DomainVerdict, code_features, feature_for, pool_views
+from uar.ood import CODE_MEAN, DomainVerdict, code_features, feature_for, pool_views, view_features
 from uar.report import impression_from_labels
 from uar.text.cleaning import COMMA
 from uar.text.tokenizer import UNK
@@ -219,7 +219,7 @@ class ReportGenerator:
                 raise ValueError("the code-vector feature needs a model that reads visual tokens")
             return code_features(self.visual_tokenizer.code_vectors(), visual)
         if embedding is None:
-            embedding = self.model.embed_visual(visual)
+            return view_features(self.model, visual)
         return pool_views(embedding, self.config.n_views)
 
     def _supplied(self, studies: Sequence[tuple[np.ndarray, np.ndarray | None]]) -> torch.Tensor:
@@ -231,9 +231,11 @@ class ReportGenerator:
     def _verdicts(
         self,
         visual: torch.Tensor,
-        embedding: torch.Tensor,
+        embedding: torch.Tensor | None,
         studies: Sequence[tuple[np.ndarray, np.ndarray | None]],
     ) -> list[DomainVerdict]:
+        """Verdicts of ``studies`` from their model input ``visual`` and, when the caller has it,
+        its E^(I) ``embedding`` (None: computed only if the check's feature needs it)."""
         if self.input_check is None:
             return [DomainVerdict.unchecked() for _ in studies]
         features = self.input_features(visual, self.input_check.feature, embedding)
@@ -245,8 +247,7 @@ class ReportGenerator:
             return []
         if self.input_check is None:
             return [DomainVerdict.unchecked() for _ in studies]
-        features, supplied = self.view_features(studies, self.input_check.feature)
-        return self.input_check.verdicts(self.input_check.scores(features, supplied))
+        return self._verdicts(self.visual_input(studies), None, studies)
 
     def generate(
         self,
